@@ -4,33 +4,33 @@ import "time"
 
 // Defaults that other packages and the documentation refer to.
 const (
-	DefaultAdminAddress     = "127.0.0.1:9901"
-	DefaultGracePeriod      = 30 * time.Second
-	DefaultRouteTimeout     = 30 * time.Second
-	DefaultConnectTimeout   = 5 * time.Second
-	DefaultReadHeader       = 10 * time.Second
-	DefaultRead             = 60 * time.Second
-	DefaultIdle             = 120 * time.Second
-	DefaultPoolIdle         = 90 * time.Second
-	DefaultMaxIdle          = 64
-	DefaultH2Streams        = 100
-	DefaultH2FrameSize      = 16 << 10
-	DefaultH2HeaderBytes    = 64 << 10
-	DefaultH2StreamWindow   = 64 << 10
-	DefaultH2ConnWindow     = 1 << 20
-	DefaultEjectFailures    = 3
-	DefaultBaseEjection     = 10 * time.Second
-	DefaultMaxEjection      = 5 * time.Minute
-	DefaultListenerPQ       = "prefer"
-	DefaultMeshPQ           = "require"
-	DefaultTLSMinVersion    = "1.3"
-	DefaultClusterPolicy    = "round_robin"
-	DefaultClusterProtocol  = "h1"
-	DefaultLogLevel         = "info"
-	DefaultLogFormat        = "text"
-	DefaultAccessLog        = "stdout"
-	DefaultEndpointWeight   = 1
-	DefaultRoutePathPrefix  = "/"
+	DefaultAdminAddress    = "127.0.0.1:9901"
+	DefaultGracePeriod     = 30 * time.Second
+	DefaultRouteTimeout    = 30 * time.Second
+	DefaultConnectTimeout  = 5 * time.Second
+	DefaultReadHeader      = 10 * time.Second
+	DefaultRead            = 60 * time.Second
+	DefaultIdle            = 120 * time.Second
+	DefaultPoolIdle        = 90 * time.Second
+	DefaultMaxIdle         = 64
+	DefaultH2Streams       = 100
+	DefaultH2FrameSize     = 16 << 10
+	DefaultH2HeaderBytes   = 64 << 10
+	DefaultH2StreamWindow  = 64 << 10
+	DefaultH2ConnWindow    = 1 << 20
+	DefaultEjectFailures   = 3
+	DefaultBaseEjection    = 10 * time.Second
+	DefaultMaxEjection     = 5 * time.Minute
+	DefaultListenerPQ      = "prefer"
+	DefaultMeshPQ          = "require"
+	DefaultTLSMinVersion   = "1.3"
+	DefaultClusterPolicy   = "round_robin"
+	DefaultClusterProtocol = "h1"
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "text"
+	DefaultAccessLog       = "stdout"
+	DefaultEndpointWeight  = 1
+	DefaultRoutePathPrefix = "/"
 )
 
 // SetDefaults fills every unset field with its documented default. It is the
