@@ -183,7 +183,16 @@ func New(opts Options) (*Cluster, error) {
 			requests: c.m.requests.WithLabelValues(o.Name, eo.Region),
 		})
 	}
+	// Carbon shares start from the least_request split of all endpoints.
 	c.shares = make([]float64, len(c.regions))
+	var total float64
+	for _, e := range c.endpoints {
+		c.shares[e.reg] += float64(e.weight)
+		total += float64(e.weight)
+	}
+	for i := range c.shares {
+		c.shares[i] /= total
+	}
 	if o.TestOnlyNow != nil {
 		c.base = o.TestOnlyNow()
 	} else {
@@ -451,7 +460,9 @@ func (c *Cluster) rebuildLocked(now int64) {
 
 	st.carbonOn = c.opts.Policy == Carbon && st.comparable && healthyRegions >= 2 && !allEqual
 	if !st.carbonOn {
+		// Traffic follows the least_request split; carbon resumes from it.
 		c.sharesOn = false
+		copy(c.shares, neutral)
 		for i, r := range c.regions {
 			r.share.Set(neutral[i])
 		}
@@ -555,30 +566,36 @@ func (c *Cluster) stepShares(now int64, count []int, neutral, lat []float64, rs 
 		target[i] = m + (1-float64(healthyRegions)*m)*target[i]/prefSum
 	}
 
-	if !c.sharesOn {
-		copy(c.shares, neutral)
-		c.sharesOn = true
-		c.lastStep = now
-		return
-	}
 	// Health wins over smoothing: drop unhealthy regions and admit returning
-	// ones at their minimum share, then renormalise.
-	var sum float64
+	// ones at their minimum share, then renormalise. c.shares holds the split
+	// in effect until now (the least_request split if carbon was off).
+	var kept, admitted float64
+	isNew := make([]bool, nreg)
 	for i := range nreg {
 		switch {
 		case count[i] == 0:
 			c.shares[i] = 0
 		case c.shares[i] == 0:
+			isNew[i] = true
 			c.shares[i] = min(m, target[i])
+			admitted += c.shares[i]
+		default:
+			kept += c.shares[i]
 		}
-		sum += c.shares[i]
 	}
-	if sum <= 0 {
+	if kept <= 0 {
 		copy(c.shares, neutral)
 	} else {
 		for i := range nreg {
-			c.shares[i] /= sum
+			if !isNew[i] {
+				c.shares[i] *= (1 - admitted) / kept
+			}
 		}
+	}
+	if !c.sharesOn {
+		c.sharesOn = true
+		c.lastStep = now
+		return
 	}
 	steps := (now - c.lastStep) / int64(co.Interval)
 	if steps < 1 {
@@ -636,29 +653,15 @@ func (c *Cluster) carbonSet(healthy, cand []*Endpoint) pickSet {
 	return newPickSet(eps, ws)
 }
 
-// Shares returns the current traffic share per region: the applied carbon
-// shares when the carbon policy is comparing intensities, else the
-// least_request split by weight of healthy endpoints.
+// Shares returns the target traffic share per region as of the last
+// recomputation: the applied carbon shares when the carbon policy is
+// comparing intensities, else the split by weight of healthy endpoints.
 func (c *Cluster) Shares() map[string]float64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make(map[string]float64, len(c.regions))
-	if c.sharesOn {
-		for i, r := range c.regions {
-			out[r.name] += c.shares[i]
-		}
-		return out
-	}
-	var total float64
-	for _, e := range c.endpoints {
-		if !e.ejected && !e.down {
-			total += float64(e.weight)
-		}
-	}
-	for _, e := range c.endpoints {
-		if !e.ejected && !e.down {
-			out[e.region] += float64(e.weight) / total
-		}
+	for i, r := range c.regions {
+		out[r.name] += c.shares[i]
 	}
 	return out
 }

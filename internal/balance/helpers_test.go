@@ -3,6 +3,7 @@ package balance
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -86,8 +87,9 @@ func endpoints(n int, regions ...string) []EndpointOptions {
 
 func seeded(seed uint64) rand.Source { return rand.NewPCG(seed, seed^0x9e3779b97f4a7c15) }
 
+// pick does not call t.Helper: it runs in hot loops, where Helper is costly
+// under the race detector.
 func pick(t testing.TB, c *Cluster) (*Endpoint, Decision) {
-	t.Helper()
 	ep, d, err := c.Pick()
 	if err != nil {
 		t.Fatalf("Pick: %v", err)
@@ -102,4 +104,11 @@ func byAddress(c *Cluster, addr string) *Endpoint {
 		}
 	}
 	return nil
+}
+
+// shareSlice returns the applied shares in region order.
+func (c *Cluster) shareSlice() []float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.shares)
 }
