@@ -359,30 +359,44 @@ func (s *store) quarantine(bucket []byte, kind string, kvs [][2][]byte, reason e
 }
 
 // purge deletes terminal jobs finished before cutoff whose state is in
-// states (all terminal states if states is empty), with their results.
+// states (all terminal states if states is empty), with their results. It
+// finds them with the finished index in a read transaction, so that an
+// idle purge costs no write and no fsync.
 func (s *store) purge(cutoff time.Time, states []State) (int, error) {
 	const chunk = 10000
+	limit := finishedKey(cutoff, JobID{})[:8]
 	total := 0
+	var after []byte
 	for {
-		var n int
-		var delta, jobs int64
-		more := false
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			n, delta, jobs, more = 0, 0, 0, false
-			fin, jb, rb := tx.Bucket(bucketFinished), tx.Bucket(bucketJobs), tx.Bucket(bucketResults)
-			limit := finishedKey(cutoff, JobID{})
-			c := fin.Cursor()
-			var del [][]byte
-			for k, v := c.First(); k != nil && string(k[:8]) < string(limit[:8]); k, v = c.Next() {
-				if len(del) == chunk {
-					more = true
-					break
+		var del [][]byte
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketFinished).Cursor()
+			k, v := c.First()
+			if after != nil {
+				k, v = c.Seek(after)
+				if k != nil && string(k) == string(after) {
+					k, v = c.Next()
 				}
+			}
+			for ; k != nil && string(k[:8]) < string(limit) && len(del) < chunk; k, v = c.Next() {
 				if len(states) > 0 && (len(v) != 1 || !containsState(states, State(v[0]))) {
 					continue
 				}
 				del = append(del, append([]byte(nil), k...))
 			}
+			return nil
+		})
+		if err != nil || len(del) == 0 {
+			if err != nil {
+				err = fmt.Errorf("purge jobs: %w", err)
+			}
+			return total, err
+		}
+		after = del[len(del)-1]
+		var delta, jobs int64
+		err = s.db.Update(func(tx *bolt.Tx) error {
+			delta, jobs = 0, 0
+			fin, jb, rb := tx.Bucket(bucketFinished), tx.Bucket(bucketJobs), tx.Bucket(bucketResults)
 			for _, k := range del {
 				id := k[8:]
 				if v := jb.Get(id); v != nil {
@@ -401,7 +415,6 @@ func (s *store) purge(cutoff time.Time, states []State) (int, error) {
 				if err := fin.Delete(k); err != nil {
 					return err
 				}
-				n++
 			}
 			return nil
 		})
@@ -410,8 +423,8 @@ func (s *store) purge(cutoff time.Time, states []State) (int, error) {
 		}
 		s.bytes.Add(-delta)
 		s.jobs.Add(-jobs)
-		total += n
-		if !more {
+		total += len(del)
+		if len(del) < chunk {
 			return total, nil
 		}
 	}
