@@ -150,7 +150,7 @@ func (c *Client) Name() string { return Name }
 // carbon.Marginal): the first point of the latest forecast, valid until the
 // end of its five-minute interval.
 func (c *Client) Current(ctx context.Context, region string) (carbon.Signal, error) {
-	q := url.Values{"region": {region}, "signal_type": {SignalType}, "horizon_hours": {"0"}}
+	q := url.Values{"region": {region}, "signal_type": {SignalType}, "horizon_hours": {"1"}}
 	body, err := c.data(ctx, region, "/v3/forecast", q)
 	if err != nil {
 		return carbon.Signal{}, err
@@ -289,8 +289,13 @@ func (c *Client) request(ctx context.Context, path string, q url.Values) ([]byte
 	if resp.status == http.StatusTooManyRequests {
 		d := parseRetryAfter(resp.header.Get("Retry-After"), time.Now())
 		c.mu.Lock()
-		if until := time.Now().Add(d); until.After(c.dataBlockedUntil) {
+		// The 3,000-request limit counts logins too, so logins wait as well.
+		until := time.Now().Add(d)
+		if until.After(c.dataBlockedUntil) {
 			c.dataBlockedUntil = until
+		}
+		if until.After(c.loginBlocked) {
+			c.loginBlocked = until
 		}
 		c.mu.Unlock()
 		c.log.Debug("provider rate limited", "provider", Name, "retry_after", d)

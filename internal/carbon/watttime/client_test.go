@@ -242,7 +242,7 @@ func TestCurrentConvertsUnits(t *testing.T) {
 	if got, want := api.dataAuth, "Bearer tok-1"; got != want {
 		t.Errorf("data Authorization: got %q, want %q", got, want)
 	}
-	for k, v := range map[string]string{"region": "CAISO_NORTH", "signal_type": "co2_moer", "horizon_hours": "0"} {
+	for k, v := range map[string]string{"region": "CAISO_NORTH", "signal_type": "co2_moer", "horizon_hours": "1"} {
 		if got := api.lastQuery[k]; got != v {
 			t.Errorf("query %s: got %q, want %q", k, got, v)
 		}
@@ -586,6 +586,12 @@ func TestRetryAfter429(t *testing.T) {
 		}
 		if api.dataHits.Load() != hits {
 			t.Errorf("a request was sent within Retry-After")
+		}
+		if _, err := c.login(t.Context()); !errors.Is(err, carbon.ErrRateLimited) {
+			t.Errorf("login within Retry-After: got %v, want ErrRateLimited", err)
+		}
+		if got := api.logins.Load(); got != 1 {
+			t.Errorf("logins within Retry-After: got %d, want 1", got)
 		}
 		time.Sleep(30 * time.Second)
 		if _, err := c.Current(t.Context(), "CAISO_NORTH"); err != nil {

@@ -13,9 +13,10 @@
 // carbon.ErrBadResponse naming the unit). Data points last five minutes (or
 // meta.data_point_period_seconds when given).
 //
-// Current is the first point of the latest forecast (requested with
-// horizon_hours=0), which is WattTime's estimate for the current five-minute
-// interval; it is valid until that interval ends.
+// Current is the first point of the latest forecast (requested with a
+// one-hour horizon to keep the answer small), which is WattTime's estimate
+// for the current five-minute interval; it is valid until that interval ends.
+// The latest historical point is not used because it lags real time.
 //
 // The signal index (Client.Index) is a percentile from 0 to 100 of the
 // region's MOER relative to that same region's recent history. It is exposed
@@ -31,9 +32,10 @@
 // request with a cached token answers 401. It keeps the documented limits
 // locally: at most 100 logins and at most 3,000 requests (logins included)
 // in any five minutes; a request over either limit fails with a
-// *carbon.RateLimitError without being sent. After a 429 the Client sends
-// nothing to that endpoint family (logins or data) until Retry-After has
-// passed. The username and password never appear in logs or errors.
+// *carbon.RateLimitError without being sent. After a 429 from a data
+// endpoint the Client sends nothing at all, and after a 429 from /login no
+// login, until Retry-After has passed. The username and password never
+// appear in logs or errors.
 //
 // # Errors
 //
