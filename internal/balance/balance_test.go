@@ -259,7 +259,7 @@ func TestBackoffCap(t *testing.T) {
 			a.active.Add(1)
 			c.active.Add(1)
 			a.Done(Outcome{Result: ConnectFailure})
-			for !c.Healthy(a) {
+			for !a.Healthy() {
 				time.Sleep(100 * time.Millisecond)
 				c.tick()
 			}

@@ -1,10 +1,13 @@
 package balance
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,5 +303,81 @@ func TestLocality(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]bool{"a-0:80": true, "a-1:80": true, "b-0:80": true}, seen); diff != "" {
 		t.Errorf("endpoints used without locality mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestCarbonLocality(t *testing.T) {
+	clock := newFakeClock()
+	c := mustNew(t, Options{Policy: Carbon, LocalZone: "z1", TestOnlyNow: clock.Now, TestOnlyRand: seeded(4),
+		Intensity: intensities("average", "a", 300, "b", 100),
+		Endpoints: []EndpointOptions{
+			{Address: "a-0:80", Region: "a", Zone: "z1"},
+			{Address: "a-1:80", Region: "a", Zone: "z2"},
+			{Address: "b-0:80", Region: "b", Zone: "z3"},
+		}})
+	counts := map[string]int{}
+	for range 3000 {
+		clock.Advance(10 * time.Millisecond)
+		ep, d := pick(t, c)
+		if !d.CarbonAware {
+			t.Fatalf("got a fallback decision %+v, want carbon-aware", d)
+		}
+		counts[ep.Address()]++
+		ep.Done(Outcome{Latency: 5 * time.Millisecond})
+	}
+	if counts["a-1:80"] != 0 || counts["a-0:80"] == 0 || counts["b-0:80"] <= counts["a-0:80"] {
+		t.Errorf("got counts %v, want region a served by its local-zone endpoint only and b preferred", counts)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	src := intensities("average", "a", 300, "b", 100, "c", 50)
+	c := mustNew(t, Options{Policy: Carbon, Endpoints: endpoints(3, "a", "b", "c"), Intensity: src,
+		Carbon:  CarbonOptions{Interval: 10 * time.Millisecond},
+		Outlier: OutlierOptions{BaseEjectionTime: 5 * time.Millisecond, MaxEjectionTime: 20 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(t.Context())
+	var run sync.WaitGroup
+	run.Go(func() {
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	var wg sync.WaitGroup
+	results := []Result{Success, Success, Success, ConnectFailure, GatewayError, ServerError, Canceled}
+	for g := range 4 {
+		wg.Go(func() {
+			r := rand.New(seeded(uint64(g)))
+			for i := range 3000 {
+				ep, _, err := c.Pick()
+				if err != nil {
+					if !errors.Is(err, ErrNoHealthyEndpoint) {
+						t.Errorf("Pick: %v", err)
+						return
+					}
+					continue
+				}
+				if i%500 == 0 {
+					src.set("a", float64(r.IntN(500)), "average")
+				}
+				ep.Done(Outcome{Result: results[r.IntN(len(results))], Latency: time.Duration(r.IntN(5000)) * time.Microsecond})
+			}
+		})
+	}
+	wg.Wait()
+	cancel()
+	run.Wait()
+	if got := c.Stats().ActiveRequests; got != 0 {
+		t.Errorf("got %d active requests after all Done, want 0", got)
+	}
+	var sum float64
+	for _, v := range c.Shares() {
+		sum += v
+	}
+	want := 1.0
+	if c.Stats().Healthy == 0 {
+		want = 0 // everything ejected at the end: no traffic to share
+	}
+	if math.Abs(sum-want) > 1e-9 {
+		t.Errorf("got shares summing to %v, want %v", sum, want)
 	}
 }

@@ -708,9 +708,9 @@ func (c *Cluster) Stats() Stats {
 
 // Healthy reports whether the endpoint is currently usable (up by active
 // checks and not ejected).
-func (c *Cluster) Healthy(e *Endpoint) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (e *Endpoint) Healthy() bool {
+	e.c.mu.Lock()
+	defer e.c.mu.Unlock()
 	return !e.ejected && !e.down
 }
 

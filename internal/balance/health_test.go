@@ -65,7 +65,7 @@ func TestActiveHealthChecks(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 		var got []bool
-		record := func() { got = append(got, c.Healthy(f)) }
+		record := func() { got = append(got, f.Healthy()) }
 
 		settle()
 		record() // round 1 passed
@@ -83,7 +83,7 @@ func TestActiveHealthChecks(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("healthy over rounds mismatch (-want +got):\n%s", diff)
 		}
-		if !c.Healthy(byAddress(c, addr(up))) {
+		if !byAddress(c, addr(up)).Healthy() {
 			t.Error("got the steady endpoint down, want up")
 		}
 		if err := c.Run(ctx); err != ErrRunning {
