@@ -449,7 +449,7 @@ func TestTrackerRateLimitTooLongFailsLocally(t *testing.T) {
 		p := newFake("fake", 50)
 		tr := mustTracker(t, TrackerOptions{
 			Interval: time.Minute, MaxAttempts: 1,
-			Regions:  []RegionSource{{Region: "a", Zone: "A", Providers: []ProviderZone{{Provider: p}}}},
+			Regions: []RegionSource{{Region: "a", Zone: "A", Providers: []ProviderZone{{Provider: p}}}},
 			// One token per hour: the forecast call after the current one would wait too long.
 			DefaultRateLimit: RateLimit{Every: time.Hour, Burst: 1},
 		})
