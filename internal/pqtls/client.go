@@ -44,7 +44,9 @@ type ClientOptions struct {
 	NextProtos []string
 	// Logger receives audit logs (nil = discard).
 	Logger *slog.Logger
-	// Metrics counts upstream handshakes (nil = no metrics).
+	// Metrics counts upstream handshakes when the client's side completes
+	// (nil = no metrics). In TLS 1.3 that is before the server has checked a
+	// client certificate, so a handshake the server then refuses is counted.
 	Metrics *Metrics
 }
 

@@ -69,7 +69,9 @@ type ServerOptions struct {
 	CertCheckInterval time.Duration
 	// Logger receives audit and reload logs (nil = discard).
 	Logger *slog.Logger
-	// Metrics counts handshakes (nil = no metrics).
+	// Metrics counts handshakes (nil = no metrics). A handshake is counted
+	// once the server has accepted the peer (its group and identity), just
+	// before it reads the client's Finished message.
 	Metrics *Metrics
 }
 
