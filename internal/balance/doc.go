@@ -25,7 +25,16 @@
 // above the cheapest. Target shares are MinShare for every healthy region plus
 // the rest split by preference; the applied shares move toward the targets by
 // at most MaxShareChange per interval, starting from the least_request split,
-// so traffic never herds from one region to another.
+// so traffic never herds from one region to another. Health wins over
+// smoothing: a region with no usable endpoint loses its share at once (the
+// others grow in proportion) and a region that comes back starts at its
+// minimum share. When the policy falls back to least_request (below), the
+// applied shares follow the least_request split, and carbon routing resumes
+// from there.
+//
+// Shares are sampling targets: the power-of-two-choices step compares
+// active requests per unit of share, so under load a slow region (whose
+// requests stay in flight longer) receives somewhat less than its share.
 //
 // Intensities are only ever compared when they are comparable: every healthy
 // region must have a known value and all values must be of the same kind
@@ -50,7 +59,10 @@
 // consecutive 5xx responses or consecutive gateway errors (502, 503, 504), for
 // a backoff that doubles with each consecutive ejection. Ejections for 5xx and
 // gateway errors are capped by MaxEjectionPercent and never eject the last
-// usable endpoint; connect-failure ejections are not capped.
+// usable endpoint; connect-failure ejections are not capped. A successful
+// response resets the backoff. Endpoints start up; active checks need
+// UnhealthyThreshold failures in a row to mark one down and HealthyThreshold
+// passes to mark it up again.
 //
 // # Concurrency
 //
