@@ -398,3 +398,52 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("got %d series, error %v; want some series and no error", n, err)
 	}
 }
+
+func TestResultForStatus(t *testing.T) {
+	tests := []struct {
+		code int
+		want Result
+	}{
+		{200, Success}, {404, Success}, {499, Success}, {500, ServerError}, {501, ServerError},
+		{502, GatewayError}, {503, GatewayError}, {504, GatewayError}, {505, ServerError},
+	}
+	for _, tt := range tests {
+		if got := ResultForStatus(tt.code); got != tt.want {
+			t.Errorf("ResultForStatus(%d): got %v, want %v", tt.code, got, tt.want)
+		}
+	}
+}
+
+func TestPendingLimit(t *testing.T) {
+	c := mustNew(t, Options{Endpoints: endpoints(1, "r"), Breaker: BreakerOptions{MaxPending: 1}})
+	if err := c.AcquirePending(); err != nil {
+		t.Fatalf("got %v for the first wait, want nil", err)
+	}
+	if err := c.AcquirePending(); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("got %v for the second wait, want ErrCircuitOpen", err)
+	}
+	c.ReleasePending()
+	if err := c.AcquirePending(); err != nil {
+		t.Fatalf("got %v after release, want nil", err)
+	}
+	if got := c.Stats().PendingRequests; got != 1 {
+		t.Errorf("got %d pending, want 1", got)
+	}
+}
+
+func TestScheduleScalesLargeWeights(t *testing.T) {
+	c := mustNew(t, Options{Endpoints: []EndpointOptions{
+		{Address: "a:1", Weight: 10000}, {Address: "b:1", Weight: 9999}, {Address: "c:1", Weight: 1},
+	}})
+	st := c.state.Load()
+	if len(st.rr) > maxSchedule {
+		t.Fatalf("got a schedule of %d, want at most %d", len(st.rr), maxSchedule)
+	}
+	counts := map[string]int{}
+	for _, e := range st.rr {
+		counts[e.Address()]++
+	}
+	if counts["c:1"] != 1 || counts["a:1"] < counts["b:1"] || float64(counts["a:1"])/float64(len(st.rr)) < 0.49 {
+		t.Errorf("got schedule counts %v, want about 50/50/0 with c kept at 1", counts)
+	}
+}

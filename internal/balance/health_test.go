@@ -123,3 +123,25 @@ func TestActiveCheckMarksDownPicks(t *testing.T) {
 		<-done
 	})
 }
+
+func TestCheckDefaultTransport(t *testing.T) {
+	srv := newStatusServer(t)
+	c := mustNew(t, Options{
+		Endpoints: []EndpointOptions{{Address: strings.TrimPrefix(srv.URL, "http://")}},
+		Health:    HealthOptions{Path: "/healthz", Host: "svc.internal"},
+	})
+	defer c.ownedTransport.CloseIdleConnections()
+	e := c.endpoints[0]
+	tests := []struct {
+		status int32
+		want   bool
+	}{
+		{http.StatusOK, true}, {http.StatusFound, true}, {http.StatusNotFound, false}, {http.StatusBadGateway, false},
+	}
+	for _, tt := range tests {
+		srv.status.Store(tt.status)
+		if got := c.check(t.Context(), e); got != tt.want {
+			t.Errorf("status %d: got pass %v, want %v", tt.status, got, tt.want)
+		}
+	}
+}

@@ -241,7 +241,7 @@ const (
 	defaultLatencyCost        = 1
 	maxWeight                 = 10000
 	defaultHealthScheme       = "http"
-	unlimited                 = math.MaxInt64
+	unlimited                 = math.MaxInt
 )
 
 // withDefaults returns o with defaults filled in, and every problem found.
