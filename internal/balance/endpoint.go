@@ -27,6 +27,23 @@ const (
 	Canceled
 )
 
+// String returns the result's name, e.g. "gateway_error".
+func (r Result) String() string {
+	switch r {
+	case Success:
+		return "success"
+	case ConnectFailure:
+		return "connect_failure"
+	case GatewayError:
+		return "gateway_error"
+	case ServerError:
+		return "server_error"
+	case Canceled:
+		return "canceled"
+	}
+	return "unknown"
+}
+
 // ResultForStatus classifies a response status code.
 func ResultForStatus(code int) Result {
 	switch {
