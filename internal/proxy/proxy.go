@@ -1,0 +1,410 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aegis-flow/aegis/internal/balance"
+)
+
+// Cluster is a balance.Cluster with the transport that reaches its
+// endpoints.
+type Cluster struct {
+	// Balancer picks endpoints and tracks their health. Required.
+	Balancer *balance.Cluster
+	// Transport sends requests to the endpoint in the request URL's host.
+	// Required; see NewTransport.
+	Transport http.RoundTripper
+	// TLS says whether endpoints are reached over TLS (https URLs).
+	TLS bool
+}
+
+// Options configures a Proxy.
+type Options struct {
+	// Routes in match order. At least one.
+	Routes []Route
+	// Clusters by name; every route's cluster must be here.
+	Clusters map[string]*Cluster
+	// Logger receives errors that are handled here (nil discards).
+	Logger *slog.Logger
+	// AccessLog receives one JSON line per request (nil: no access log).
+	AccessLog *slog.Logger
+	// Metrics are the request metrics (nil: none).
+	Metrics *Metrics
+}
+
+// Proxy routes requests to clusters. It is immutable and safe for concurrent
+// use.
+type Proxy struct {
+	routes    []*route
+	log       *slog.Logger
+	accessLog *slog.Logger
+	metrics   *Metrics
+	notFound  *routeMetrics
+}
+
+type route struct {
+	Route
+	m       matcher
+	reqOps  headerEdit
+	respOps headerEdit
+	cluster *Cluster
+	rp      *httputil.ReverseProxy
+	metrics *routeMetrics
+	cm      *clusterMetrics
+}
+
+var _ http.Handler = (*listenerHandler)(nil)
+
+// New validates o and builds a Proxy.
+func New(o Options) (*Proxy, error) {
+	if len(o.Routes) == 0 {
+		return nil, errors.New("proxy: no routes")
+	}
+	p := &Proxy{log: o.Logger, accessLog: o.AccessLog, metrics: o.Metrics}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.notFound = o.Metrics.forRoute("none")
+	for _, r := range o.Routes {
+		c, ok := o.Clusters[r.Cluster]
+		if !ok || c == nil || c.Balancer == nil || c.Transport == nil {
+			return nil, fmt.Errorf("proxy: route %q: cluster %q is not defined", r.Name, r.Cluster)
+		}
+		rt := &route{
+			Route: r, m: compileMatch(r), reqOps: compileOps(r.RequestHeaders),
+			respOps: compileOps(r.ResponseHeaders), cluster: c, metrics: o.Metrics.forRoute(r.Name),
+			cm: o.Metrics.forCluster(r.Cluster),
+		}
+		rt.rp = p.reverseProxy(rt)
+		p.routes = append(p.routes, rt)
+	}
+	return p, nil
+}
+
+// Listener describes the listener a handler serves, for X-Forwarded-*.
+type Listener struct {
+	// Name is the listener's name (the access log's "listener").
+	Name string
+	// TLS says whether the listener terminates TLS.
+	TLS bool
+	// TrustedProxies are the peers whose X-Forwarded-* headers are kept.
+	TrustedProxies []netip.Prefix
+}
+
+// Handler returns the http.Handler for one listener.
+func (p *Proxy) Handler(l Listener) http.Handler {
+	return &listenerHandler{p: p, l: l}
+}
+
+type listenerHandler struct {
+	p *Proxy
+	l Listener
+}
+
+// reqState travels with a request through the proxy.
+type reqState struct {
+	listener *Listener
+	route    *route
+	upstream string
+	region   string
+	decision balance.Decision
+	timer    *time.Timer
+	status   int // set by the error handler when nothing is written (499)
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
+var statePool = sync.Pool{New: func() any { return new(reqState) }}
+
+func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	p := h.p
+	rec := getRecorder(w)
+	defer putRecorder(rec)
+	st := statePool.Get().(*reqState)
+	*st = reqState{listener: &h.l}
+	defer statePool.Put(st)
+
+	host := hostOnly(r.Host)
+	for _, rt := range p.routes {
+		if rt.m.match(r, host) {
+			st.route = rt
+			break
+		}
+	}
+	if st.route == nil {
+		http.Error(rec, "no route", http.StatusNotFound)
+	} else {
+		rt := st.route
+		ctx := context.WithValue(r.Context(), stateKey{}, st)
+		if rt.Timeout > 0 {
+			var cancel context.CancelCauseFunc
+			ctx, cancel = context.WithCancelCause(ctx)
+			st.timer = time.AfterFunc(rt.Timeout, func() { cancel(errRouteTimeout) })
+			defer func() {
+				st.timer.Stop()
+				cancel(nil)
+			}()
+		}
+		rt.rp.ServeHTTP(rec, r.WithContext(ctx))
+	}
+	status := rec.status
+	if st.status != 0 {
+		status = st.status
+	}
+	if status == 0 {
+		status = http.StatusOK
+	}
+	d := time.Since(start)
+	rm := p.notFound
+	if st.route != nil {
+		rm = st.route.metrics
+	}
+	rm.observe(status, d)
+	if p.accessLog != nil {
+		p.logAccess(r, st, status, rec.bytes, d)
+	}
+}
+
+func (p *Proxy) logAccess(r *http.Request, st *reqState, status int, bytes int64, d time.Duration) {
+	var routeName, cluster string
+	if st.route != nil {
+		routeName, cluster = st.route.Name, st.route.Cluster
+	}
+	group := ""
+	if r.TLS != nil {
+		group = groupName(r.TLS)
+	}
+	p.accessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("listener", st.listener.Name),
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Int64("bytes", bytes),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.String("route", routeName),
+		slog.String("cluster", cluster),
+		slog.String("upstream", st.upstream),
+		slog.String("region", st.region),
+		slog.String("protocol", r.Proto),
+		slog.String("tls_group", group),
+		slog.String("remote", r.RemoteAddr),
+	)
+}
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+var buffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+func (p *Proxy) reverseProxy(rt *route) *httputil.ReverseProxy {
+	scheme := "http"
+	if rt.cluster.TLS {
+		scheme = "https"
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			st := stateFrom(pr.In.Context())
+			pr.Out.URL.Scheme = scheme
+			pr.Out.URL.Host = rt.Cluster // replaced by the endpoint in RoundTrip
+			pr.Out.Host = pr.In.Host
+			setForwarded(pr, st.listener)
+			stripH2CUpgrade(pr.Out.Header)
+			if !rt.reqOps.empty() {
+				rt.reqOps.apply(pr.Out.Header)
+			}
+		},
+		Transport:  &pickTransport{route: rt},
+		BufferPool: buffers,
+		ErrorLog:   slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ModifyResponse: func(resp *http.Response) error {
+			if !rt.respOps.empty() {
+				rt.respOps.apply(resp.Header)
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			st := stateFrom(r.Context())
+			status, text := StatusFor(r.Context(), err)
+			if status == StatusClientClosed {
+				st.status = status
+				p.log.Debug("client closed request", "route", rt.Name, "upstream", st.upstream, "err", err)
+				return
+			}
+			p.log.Warn("upstream request failed", "route", rt.Name, "cluster", rt.Cluster,
+				"upstream", st.upstream, "status", status, "err", err)
+			h := w.Header()
+			h.Set("Content-Type", "text/plain; charset=utf-8")
+			h.Set("X-Content-Type-Options", "nosniff")
+			w.WriteHeader(status)
+			io.WriteString(w, text+"\n")
+		},
+	}
+}
+
+// pickTransport picks an endpoint for each request, sends it there and
+// reports the outcome to the balancer.
+type pickTransport struct{ route *route }
+
+func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := t.route.cluster
+	st := stateFrom(req.Context())
+	ep, dec, err := c.Balancer.Pick()
+	if err != nil {
+		return nil, err
+	}
+	st.upstream, st.region, st.decision = ep.Address(), ep.Region(), dec
+	out := *req
+	u := *req.URL
+	u.Host = ep.Address()
+	out.URL = &u
+	cm := t.route.cm
+	if cm != nil {
+		cm.requests.Inc()
+	}
+	start := time.Now()
+	resp, err := c.Transport.RoundTrip(&out)
+	lat := time.Since(start)
+	if st.timer != nil {
+		st.timer.Stop() // headers are in: the body may take as long as it needs
+	}
+	if err != nil {
+		res := balance.Canceled
+		switch {
+		case isDialError(err):
+			res = balance.ConnectFailure
+			cm.fail(failConnect)
+		case req.Context().Err() == nil:
+			res = balance.GatewayError
+			cm.fail(failOther)
+		default:
+			if s, _ := StatusFor(req.Context(), err); s == http.StatusGatewayTimeout {
+				cm.fail(failTimeout)
+			}
+		}
+		ep.Done(balance.Outcome{Result: res, Latency: lat})
+		return nil, err
+	}
+	o := balance.Outcome{Result: balance.ResultForStatus(resp.StatusCode), Latency: lat}
+	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
+		ep.Done(o)
+		return resp, nil
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, ep: ep, o: o}
+	return resp, nil
+}
+
+// doneBody reports the end of a request when its body is closed, so that
+// least_request counts requests until their bodies are done.
+type doneBody struct {
+	io.ReadCloser
+	ep   *balance.Endpoint
+	o    balance.Outcome
+	once sync.Once
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(func() { b.ep.Done(b.o) })
+	return err
+}
+
+// stripH2CUpgrade removes an "Upgrade: h2c" request: a proxy must never
+// forward it (it would let a client talk HTTP/2 past the proxy's limits).
+func stripH2CUpgrade(h http.Header) {
+	for _, v := range h["Upgrade"] {
+		if strings.Contains(strings.ToLower(v), "h2c") {
+			delete(h, "Upgrade")
+			delete(h, "Http2-Settings")
+			removeConnectionToken(h, "upgrade")
+			removeConnectionToken(h, "http2-settings")
+			return
+		}
+	}
+	delete(h, "Http2-Settings")
+}
+
+func removeConnectionToken(h http.Header, token string) {
+	vs := h["Connection"]
+	var keep []string
+	for _, v := range vs {
+		for part := range strings.SplitSeq(v, ",") {
+			part = strings.TrimSpace(part)
+			if part != "" && !strings.EqualFold(part, token) {
+				keep = append(keep, part)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(keep, ", ")}
+}
+
+// setForwarded sets X-Forwarded-For, -Proto and -Host. ReverseProxy's
+// Rewrite mode has already removed the client's own copies from pr.Out; they
+// come back, extended, only when the client is a trusted proxy.
+func setForwarded(pr *httputil.ProxyRequest, l *Listener) {
+	clientIP, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	if err != nil {
+		clientIP = pr.In.RemoteAddr
+	}
+	proto := "http"
+	if l.TLS {
+		proto = "https"
+	}
+	host := pr.In.Host
+	h := pr.Out.Header
+	if trusted(clientIP, l.TrustedProxies) {
+		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		if v := pr.In.Header.Get("X-Forwarded-Proto"); v == "http" || v == "https" {
+			proto = v
+		}
+		if v := pr.In.Header.Get("X-Forwarded-Host"); v != "" {
+			host = v
+		}
+	}
+	h.Set("X-Forwarded-For", clientIP)
+	h.Set("X-Forwarded-Proto", proto)
+	h.Set("X-Forwarded-Host", host)
+}
+
+func trusted(ip string, nets []netip.Prefix) bool {
+	if len(nets) == 0 {
+		return false
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, n := range nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
