@@ -89,7 +89,7 @@ func (m *Manager) serveResult(w http.ResponseWriter, id JobID) {
 	h.Set(HeaderJobID, id.String())
 	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
 	w.WriteHeader(res.Status)
-	w.Write(res.Body)
+	_, _ = w.Write(res.Body) // the client may be gone; nothing to do
 }
 
 // AdminHandler returns the operator job API, for the admin listener:

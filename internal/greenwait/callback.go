@@ -65,8 +65,8 @@ func (m *Manager) postCallback(ctx context.Context, rec *record, body []byte, si
 	if err != nil {
 		return fmt.Errorf("post callback: %w", err)
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		return fmt.Errorf("post callback: status %d", resp.StatusCode)
 	}

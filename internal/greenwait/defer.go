@@ -132,10 +132,15 @@ func (m *Manager) Defer(w http.ResponseWriter, r *http.Request, rt RouteOptions)
 			writeError(w, http.StatusBadRequest, "Aegis-Callback is not enabled on this server")
 			return true
 		}
-		if callback, err = parseCallback(v); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+		u, err := parseCallback(v)
+		if err == nil && m.opts.CheckCallback != nil {
+			err = m.opts.CheckCallback(u)
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, HeaderCallback+": "+err.Error())
 			return true
 		}
+		callback = u.String()
 	}
 	limit := rt.BodyLimit
 	if limit <= 0 {
@@ -359,7 +364,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	_, _ = w.Write(append(b, '\n'))
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

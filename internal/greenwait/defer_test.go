@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,5 +166,67 @@ func TestDeferChunkedBodyOverLimit(t *testing.T) {
 	w := httptest.NewRecorder()
 	if !env.m.Defer(w, r, lowRoute) || w.Code != http.StatusRequestEntityTooLarge {
 		t.Errorf("got %d, want 413", w.Code)
+	}
+}
+
+func TestDeferCallbackCheck(t *testing.T) {
+	env := newTestManager(t, Options{
+		CallbackKey: []byte("k"),
+		CheckCallback: func(u *url.URL) error {
+			if u.Hostname() != "hooks.example.test" {
+				return errors.New("host not allowed")
+			}
+			return nil
+		},
+	})
+	tests := []struct {
+		name, callback string
+		want           int
+	}{
+		{"allowed", "https://hooks.example.test/done", 202},
+		{"refused by check", "http://169.254.169.254/latest", 400},
+		{"not absolute", "/done", 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, _ := env.submit(t, lowRoute, http.MethodPost, "x", map[string]string{HeaderPriority: "low", HeaderCallback: tt.callback})
+			if w.Code != tt.want {
+				t.Errorf("got %d %s, want %d", w.Code, w.Body, tt.want)
+			}
+		})
+	}
+}
+
+func TestDeferConcurrent(t *testing.T) {
+	env := newTestManager(t, Options{})
+	var wg sync.WaitGroup
+	ids := make(chan JobID, 200)
+	for range 20 {
+		wg.Go(func() {
+			for range 10 {
+				w, _ := env.submit(t, lowRoute, http.MethodPost, "concurrent", map[string]string{HeaderPriority: "low"})
+				var a Acceptance
+				if err := json.Unmarshal(w.Body.Bytes(), &a); err != nil || w.Code != http.StatusAccepted {
+					t.Errorf("submit: got %d %s, want 202", w.Code, w.Body)
+					return
+				}
+				ids <- a.ID
+			}
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[JobID]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("duplicate id %s", id)
+		}
+		seen[id] = true
+		if _, err := env.m.st.get(id); err != nil {
+			t.Errorf("job %s not stored: %v", id, err)
+		}
+	}
+	if got := len(env.m.idx.byID); got != 200 {
+		t.Errorf("indexed jobs: got %d, want 200", got)
 	}
 }

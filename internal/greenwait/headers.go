@@ -34,7 +34,7 @@ const (
 
 var (
 	errBadDeadline = errors.New("Aegis-Deadline must be delta-seconds or an RFC 3339 time")
-	errBadCallback = errors.New("Aegis-Callback must be an absolute http or https URL without user info")
+	errBadCallback = errors.New("must be an absolute http or https URL without user info")
 )
 
 // parseDeadline parses an Aegis-Deadline value relative to now.
@@ -112,10 +112,10 @@ func preferenceName(p string) string {
 }
 
 // parseCallback validates an Aegis-Callback value.
-func parseCallback(v string) (string, error) {
+func parseCallback(v string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(v))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Opaque != "" {
-		return "", errBadCallback
+		return nil, errBadCallback
 	}
-	return u.String(), nil
+	return u, nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,6 +163,11 @@ type Options struct {
 	CallbackKey []byte
 	// CallbackClient sends callbacks (default: 10 s timeout, no redirects).
 	CallbackClient *http.Client
+	// CheckCallback vets a callback URL at submission (for example
+	// against an allowlist, to keep clients from aiming callbacks at
+	// internal addresses); an error gets 400 with the error's text. Nil
+	// accepts every absolute http or https URL.
+	CheckCallback func(u *url.URL) error
 	// JobPowerWatts estimates a job's power draw for the carbon-saved
 	// estimate when the Releaser reports no energy (default 10 W).
 	JobPowerWatts float64
@@ -307,7 +313,7 @@ func New(o Options) (*Manager, error) {
 	m.idx = newIndex(m.clusterLimit)
 	m.met, err = newMetrics(o.Registerer, func() float64 { return float64(st.bytes.Load()) })
 	if err != nil {
-		st.close()
+		_ = st.close()
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	st.onQuarantine = func(key []byte, kind string, reason error) {
@@ -315,7 +321,7 @@ func New(o Options) (*Manager, error) {
 		m.log.Error("greenwait record quarantined", "kind", kind, "key", fmt.Sprintf("%x", key), "err", reason)
 	}
 	if err := m.load(); err != nil {
-		st.close()
+		_ = st.close()
 		return nil, err
 	}
 	return m, nil
@@ -680,7 +686,8 @@ func (m *Manager) Replan(ctx context.Context, region string) (int, error) {
 	var cands []cand
 	if q != nil {
 		cands = make([]cand, 0, len(q.h))
-		for _, e := range q.h {
+		for _, sl := range q.h {
+			e := sl.e
 			if !e.retrying {
 				cands = append(cands, cand{e, e.deadline, e.dur})
 			}

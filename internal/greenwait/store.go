@@ -96,7 +96,7 @@ func openStore(o storeOptions) (*store, error) {
 		return nil
 	})
 	if err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("init store: %w", err)
 	}
 	return s, nil
