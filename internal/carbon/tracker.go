@@ -659,9 +659,12 @@ func (t *Tracker) loop(ctx context.Context, s *slot) {
 			nextCur = now.Add(t.nextCurrentWait(s, err, now, &aheadOf))
 		}
 		if !now.Before(nextFc) {
-			t.refreshForecast(ctx, s)
+			wait := t.fcInterval
+			if err := t.refreshForecast(ctx, s); err != nil {
+				wait = min(wait, time.Minute)
+			}
 			now = time.Now()
-			nextFc = now.Add(t.jittered(t.fcInterval))
+			nextFc = now.Add(max(t.jittered(wait), minWait))
 		}
 		s.loaded.Store(true)
 		wake := nextCur
@@ -761,8 +764,11 @@ func (t *Tracker) refreshCurrent(ctx context.Context, s *slot) error {
 	return fmt.Errorf("refresh region %s: %w", s.region, errors.Join(errs...))
 }
 
-// refreshForecast stores the first forecast the chain gives.
-func (t *Tracker) refreshForecast(ctx context.Context, s *slot) {
+// refreshForecast stores the first forecast the chain gives. It returns an
+// error when a provider failed and none gave a forecast (not when they all
+// simply have none).
+func (t *Tracker) refreshForecast(ctx context.Context, s *slot) error {
+	var errs []error
 	for i, pz := range s.chain {
 		name := pz.Provider.Name()
 		v, err := t.do(ctx, name, pz.Zone, "forecast", func(ctx context.Context) (any, error) {
@@ -777,8 +783,9 @@ func (t *Tracker) refreshForecast(ctx context.Context, s *slot) {
 		}
 		if err != nil {
 			t.markFailed(s, i, err, time.Now())
+			errs = append(errs, err)
 			if ctx.Err() != nil {
-				return
+				break
 			}
 			continue
 		}
@@ -792,8 +799,9 @@ func (t *Tracker) refreshForecast(ctx context.Context, s *slot) {
 		if t.onForecast != nil {
 			t.onForecast(s.region)
 		}
-		return
+		return nil
 	}
+	return errors.Join(errs...)
 }
 
 func checkSignal(sig Signal) error {

@@ -636,3 +636,32 @@ func BenchmarkTrackerCurrent(b *testing.B) {
 		b.Fatal("no reading")
 	}
 }
+
+func TestTrackerLadderMovesWhileProviderHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newFake("fake", 80)
+		tr := mustTracker(t, TrackerOptions{
+			Interval: 5 * time.Minute, Timeout: 4 * time.Hour, MaxStaleness: time.Hour, MaxAttempts: 1,
+			Regions: []RegionSource{{Region: "a", Zone: "A", Providers: []ProviderZone{{Provider: p}}, Static: &StaticValue{Intensity: 500}}},
+		})
+		t0 := time.Now()
+		stop := runTracker(t, tr)
+		defer stop()
+		synctest.Wait()
+		p.set(func(f *fakeProvider) { f.delay = 3 * time.Hour })
+		for _, step := range []struct {
+			at   time.Duration
+			want Level
+		}{
+			{9 * time.Minute, Live},           // the refresh at ~5m hangs; the value is still within its validity
+			{11 * time.Minute, LastKnownGood}, // validity (interval past the fetch, plus one interval) is over
+			{61 * time.Minute, Static},        // MaxStaleness is over
+		} {
+			time.Sleep(time.Until(t0.Add(step.at)))
+			synctest.Wait()
+			if r, _ := tr.Current("a"); r.Level != step.want {
+				t.Errorf("at +%s: got %s, want %s while the provider hangs", step.at, r.Level, step.want)
+			}
+		}
+	})
+}
