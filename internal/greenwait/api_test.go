@@ -86,8 +86,9 @@ func TestJobAndAdminAPI(t *testing.T) {
 	rt := RouteOptions{Enabled: true, Name: "reports", Region: "eu-west"}
 	mux := http.NewServeMux()
 	mux.Handle(env.m.JobPathPrefix(), env.m.JobsHandler())
+	hook := env.m.DeferFunc(rt)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if !env.m.Defer(w, r, rt) {
+		if !hook(w, r) {
 			w.WriteHeader(http.StatusTeapot)
 		}
 	})

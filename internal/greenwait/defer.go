@@ -370,3 +370,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
+
+// DeferFunc returns Defer bound to one route's options, for a proxy that
+// keeps a plain hook function per route and so need not import this
+// package.
+func (m *Manager) DeferFunc(rt RouteOptions) func(http.ResponseWriter, *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool { return m.Defer(w, r, rt) }
+}
