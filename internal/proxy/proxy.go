@@ -209,13 +209,31 @@ func (p *Proxy) logAccess(r *http.Request, st *reqState, status int, bytes int64
 	)
 }
 
-// bufferPool lends ReverseProxy its copy buffers.
-type bufferPool struct{ p sync.Pool }
+// bufferPool lends ReverseProxy its 32 KiB copy buffers. A buffered channel
+// rather than a sync.Pool: putting a slice into a sync.Pool boxes it, which
+// costs an allocation per request.
+type bufferPool struct{ free chan []byte }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+func (b *bufferPool) Get() []byte {
+	select {
+	case buf := <-b.free:
+		return buf
+	default:
+		return make([]byte, 32<<10)
+	}
+}
 
-var buffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) != 32<<10 {
+		return
+	}
+	select {
+	case b.free <- buf[:cap(buf)]:
+	default:
+	}
+}
+
+var buffers = &bufferPool{free: make(chan []byte, 1024)}
 
 func (p *Proxy) reverseProxy(rt *route) *httputil.ReverseProxy {
 	scheme := "http"
@@ -228,6 +246,11 @@ func (p *Proxy) reverseProxy(rt *route) *httputil.ReverseProxy {
 			pr.Out.URL.Scheme = scheme
 			pr.Out.URL.Host = rt.Cluster // replaced by the endpoint in RoundTrip
 			pr.Out.Host = pr.In.Host
+			// Request trailers get their values only when the body has been
+			// read; share the inbound map so the transport sends them.
+			if pr.In.Trailer != nil {
+				pr.Out.Trailer = pr.In.Trailer
+			}
 			setForwarded(pr, st.listener)
 			stripH2CUpgrade(pr.Out.Header)
 			if !rt.reqOps.empty() {

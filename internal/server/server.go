@@ -267,7 +267,8 @@ func (s *Server) startLocked(g *generation) {
 	})
 }
 
-// Update applies o (same address) without closing the socket. When only the
+// Update applies o without closing the socket (o.Address is ignored: the
+// socket stays where it is). When only the
 // handler differs it is swapped in place; otherwise a new generation starts
 // accepting at once and the previous one drains for at most grace.
 func (s *Server) Update(o Options, grace time.Duration) error {
@@ -307,7 +308,7 @@ func (s *Server) Update(o Options, grace time.Duration) error {
 }
 
 func sameExceptHandler(a, b Options) bool {
-	return a.Name == b.Name && a.Address == b.Address && slices.Equal(a.Protocols, b.Protocols) &&
+	return a.Name == b.Name && slices.Equal(a.Protocols, b.Protocols) &&
 		a.TLS == b.TLS && a.ReadHeaderTimeout == b.ReadHeaderTimeout && a.ReadTimeout == b.ReadTimeout &&
 		a.WriteTimeout == b.WriteTimeout && a.IdleTimeout == b.IdleTimeout &&
 		a.MaxHeaderBytes == b.MaxHeaderBytes && a.HTTP2 == b.HTTP2
