@@ -89,9 +89,9 @@ func TestProtocols(t *testing.T) {
 
 func TestBadProtocols(t *testing.T) {
 	for _, o := range []Options{
-		{Handler: text("x"), Protocols: []string{"h2"}},                    // h2 without TLS
+		{Handler: text("x"), Protocols: []string{"h2"}},                      // h2 without TLS
 		{Handler: text("x"), Protocols: []string{"h2c"}, TLS: &tls.Config{}}, // h2c with TLS
-		{Protocols: []string{"h1"}},                                        // no handler
+		{Protocols: []string{"h1"}},                                          // no handler
 	} {
 		o.Address = "127.0.0.1:0"
 		if s, err := New(o); err == nil {
