@@ -537,9 +537,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 	defer t.running.Store(false)
 	var wg sync.WaitGroup
 	for _, s := range t.order {
-		wg.Go(func() { t.supervise(ctx, s) })
+		wg.Go(func() { t.supervise(ctx, s.region, func() { t.loop(ctx, s) }) })
 	}
-	wg.Go(func() { t.decayLoop(ctx) })
+	wg.Go(func() { t.supervise(ctx, "", func() { t.decayLoop(ctx) }) })
 	wg.Wait()
 	return nil
 }
@@ -608,9 +608,9 @@ func (t *Tracker) Refresh(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, s := range t.order {
 		wg.Go(func() {
-			t.safely(s, func() {
+			t.safely(s.region, func() {
 				errs[i] = t.refreshCurrent(ctx, s)
-				t.refreshForecast(ctx, s)
+				_ = t.refreshForecast(ctx, s) // failures are logged and in the snapshot
 				s.loaded.Store(true)
 			})
 		})
@@ -619,10 +619,10 @@ func (t *Tracker) Refresh(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// supervise runs a region's loop, restarting it after a panic.
-func (t *Tracker) supervise(ctx context.Context, s *slot) {
+// supervise runs a loop until it returns, restarting it after a panic.
+func (t *Tracker) supervise(ctx context.Context, region string, loop func()) {
 	for {
-		if t.safely(s, func() { t.loop(ctx, s) }) {
+		if t.safely(region, loop) {
 			return
 		}
 		select {
@@ -634,11 +634,11 @@ func (t *Tracker) supervise(ctx context.Context, s *slot) {
 }
 
 // safely runs fn and reports whether it returned without panicking.
-func (t *Tracker) safely(s *slot, fn func()) (ok bool) {
+func (t *Tracker) safely(region string, fn func()) (ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			t.panics.Inc()
-			t.log.Error("carbon refresh panicked", "region", s.region, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			t.log.Error("carbon refresh panicked", "region", region, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			ok = false
 		}
 	}()

@@ -120,6 +120,13 @@ func BestRegion(forecasts []Forecast, duration time.Duration, earliest, deadline
 	return out, nil
 }
 
+// span is a point in Unix nanoseconds, so that the window loops do integer
+// arithmetic instead of time.Time comparisons.
+type span struct {
+	start, end int64
+	v          float64
+}
+
 // eachWindow calls fn for every candidate window in start order.
 func eachWindow(f Forecast, duration time.Duration, earliest, deadline time.Time, fn func(Window)) error {
 	if duration <= 0 {
@@ -138,25 +145,54 @@ func eachWindow(f Forecast, duration time.Duration, earliest, deadline time.Time
 	if deadline.IsZero() {
 		deadline = pts[len(pts)-1].End()
 	}
+	var buf [1024]span
+	spans := buf[:0]
+	if len(pts) > len(buf) {
+		spans = make([]span, 0, len(pts))
+	}
+	for _, p := range pts {
+		s := p.Start.UnixNano()
+		spans = append(spans, span{s, s + int64(p.Duration), p.Intensity})
+	}
+	// Clamp the bounds to the data (checkPoints keeps the data within the
+	// years that Unix nanoseconds can hold); a window beyond it cannot fit.
+	first, last := spans[0].start, spans[len(spans)-1].end
+	if duration > time.Duration(last-first) {
+		return nil
+	}
+	d := int64(duration)
+	from, fromFits := first-1, false
+	if !earliest.Before(pts[0].Start) && !earliest.After(pts[len(pts)-1].End()) {
+		from, fromFits = earliest.UnixNano(), true
+	} else if earliest.After(pts[len(pts)-1].End()) {
+		return nil
+	}
+	until := last
+	if deadline.Before(pts[len(pts)-1].End()) {
+		if deadline.Before(pts[0].Start) {
+			return nil
+		}
+		until = deadline.UnixNano()
+	}
+
 	// The window starting at earliest itself.
-	i := sort.Search(len(pts), func(i int) bool { return pts[i].End().After(earliest) })
-	if end := earliest.Add(duration); !end.After(deadline) {
-		if v, ok := average(pts, i, earliest, end); ok {
-			fn(Window{Start: earliest, End: end, Intensity: v})
+	i := sort.Search(len(spans), func(i int) bool { return spans[i].end > from })
+	if fromFits && from+d <= until {
+		if v, ok := averageSpans(spans, i, from, from+d); ok {
+			fn(Window{Start: earliest, End: earliest.Add(duration), Intensity: v})
 		}
 	}
 	// Every point boundary after earliest.
-	for ; i < len(pts); i++ {
-		start := pts[i].Start
-		if !start.After(earliest) {
+	for ; i < len(spans); i++ {
+		start := spans[i].start
+		if start <= from {
 			continue
 		}
-		end := start.Add(duration)
-		if end.After(deadline) {
+		if start+d > until {
 			break
 		}
-		if v, ok := average(pts, i, start, end); ok {
-			fn(Window{Start: start, End: end, Intensity: v})
+		if v, ok := averageSpans(spans, i, start, start+d); ok {
+			fn(Window{Start: pts[i].Start, End: pts[i].Start.Add(duration), Intensity: v})
 		}
 	}
 	return nil
@@ -165,34 +201,41 @@ func eachWindow(f Forecast, duration time.Duration, earliest, deadline time.Time
 // average returns the time-weighted average over [start, end) of the points
 // from index i on, and false if they do not cover it without a gap.
 func average(pts []Point, i int, start, end time.Time) (float64, bool) {
-	total := float64(end.Sub(start))
+	spans := make([]span, 0, len(pts)-i)
+	for _, p := range pts[i:] {
+		s := p.Start.UnixNano()
+		spans = append(spans, span{s, s + int64(p.Duration), p.Intensity})
+	}
+	return averageSpans(spans, 0, start.UnixNano(), end.UnixNano())
+}
+
+// averageSpans is average over spans.
+func averageSpans(spans []span, i int, start, end int64) (float64, bool) {
+	total := float64(end - start)
 	var sum float64
 	covered := start
-	for ; i < len(pts) && pts[i].Start.Before(end); i++ {
-		p := pts[i]
-		if p.Start.After(covered) {
+	for ; i < len(spans) && spans[i].start < end; i++ {
+		p := spans[i]
+		if p.start > covered {
 			return 0, false
 		}
-		lo, hi := p.Start, p.End()
-		if lo.Before(start) {
-			lo = start
-		}
-		if hi.After(end) {
-			hi = end
-		}
+		lo, hi := max(p.start, start), min(p.end, end)
 		// rating × covered time ÷ window time, in the SDK's order.
-		sum += p.Intensity * float64(hi.Sub(lo)) / total
-		covered = p.End()
+		sum += p.v * float64(hi-lo) / total
+		covered = p.end
 	}
-	return sum, !covered.Before(end)
+	return sum, covered >= end
 }
 
 // checkPoints verifies that points are sorted, non-overlapping, of positive
 // duration and finite, non-negative intensity.
 func checkPoints(pts []Point) error {
 	for i, p := range pts {
-		if p.Duration <= 0 {
-			return fmt.Errorf("forecast point %d: duration %s is not positive", i, p.Duration)
+		if y := p.Start.Year(); y < 1900 || y > 2200 {
+			return fmt.Errorf("forecast point %d: start %s is outside the years 1900 to 2200", i, fmtTime(p.Start))
+		}
+		if p.Duration <= 0 || p.Duration > 366*24*time.Hour {
+			return fmt.Errorf("forecast point %d: duration %s is not positive or is over a year", i, p.Duration)
 		}
 		if p.Intensity < 0 || math.IsNaN(p.Intensity) || math.IsInf(p.Intensity, 0) {
 			return fmt.Errorf("forecast point %d: intensity %v is not a finite, non-negative value", i, p.Intensity)

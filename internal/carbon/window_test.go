@@ -385,3 +385,40 @@ func BenchmarkBestWindow(b *testing.B) {
 		}
 	}
 }
+
+func TestBestWindowFarBounds(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f := Forecast{Points: []Point{
+		{Start: t0, Duration: time.Hour, Intensity: 30},
+		{Start: t0.Add(time.Hour), Duration: time.Hour, Intensity: 10},
+		{Start: t0.Add(2 * time.Hour), Duration: time.Hour, Intensity: 20},
+	}}
+	want := Window{Start: t0.Add(time.Hour), End: t0.Add(2 * time.Hour), Intensity: 10}
+	tests := []struct {
+		name               string
+		earliest, deadline time.Time
+		wantErr            bool
+	}{
+		{"zero bounds", time.Time{}, time.Time{}, false},
+		{"far past and far future", time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), false},
+		{"earliest after the data", t0.Add(4 * time.Hour), time.Time{}, true},
+		{"deadline before the data", time.Time{}, t0.Add(-time.Hour), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := BestWindow(f, time.Hour, tt.earliest, tt.deadline)
+			if tt.wantErr {
+				if !errors.Is(err, ErrNoWindow) {
+					t.Errorf("got %v, want ErrNoWindow", err)
+				}
+				return
+			}
+			if err != nil || !cmp.Equal(want, got) {
+				t.Errorf("got %+v (err %v), want %+v", got, err, want)
+			}
+		})
+	}
+	if _, err := BestWindow(Forecast{Points: []Point{{Start: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), Duration: time.Hour}}}, time.Hour, time.Time{}, time.Time{}); err == nil {
+		t.Error("got no error for a point in year 1, want one")
+	}
+}
