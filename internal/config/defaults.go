@@ -43,6 +43,7 @@ func SetDefaults(f *File) {
 	str(&f.Log.Format, DefaultLogFormat)
 	str(&f.Log.Access, DefaultAccessLog)
 	dur(&f.Shutdown.GracePeriod, DefaultGracePeriod)
+	setQUICDefaults(f)
 
 	for i := range f.Listeners {
 		l := &f.Listeners[i]

@@ -61,7 +61,8 @@ type Listener struct {
 	// Address is host:port. Required, unique across listeners.
 	Address string `toml:"address" json:"address"`
 	// Protocols lists what the listener serves: h1 and h2 (over TLS, chosen
-	// by ALPN), or h1 and h2c (cleartext, HTTP/2 with prior knowledge).
+	// by ALPN) and h3 (HTTP/3 over QUIC on the same address, UDP), or h1 and
+	// h2c (cleartext, HTTP/2 with prior knowledge).
 	// Default: ["h1", "h2"] with TLS, ["h1", "h2c"] without.
 	Protocols []string `toml:"protocols" json:"protocols"`
 	// TLS makes this a TLS listener when present.
@@ -73,6 +74,8 @@ type Listener struct {
 	Timeouts Timeouts `toml:"timeouts" json:"timeouts"`
 	// HTTP2 sets the HTTP/2 limits.
 	HTTP2 HTTP2 `toml:"http2" json:"http2"`
+	// QUIC sets the HTTP/3 limits (used when Protocols include "h3").
+	QUIC QUIC `toml:"quic" json:"quic"`
 }
 
 // ListenerTLS configures TLS on a listener.
@@ -166,11 +169,11 @@ type Cluster struct {
 	// Policy picks an endpoint: round_robin (default) or least_request.
 	Policy string `toml:"policy" json:"policy"`
 	// Protocol spoken upstream: h1 (default), h2c, https (TLS, ALPN h2 or
-	// HTTP/1.1) or h2 (TLS, HTTP/2 only).
+	// HTTP/1.1), h2 (TLS, HTTP/2 only) or h3 (HTTP/3 over QUIC).
 	Protocol string `toml:"protocol" json:"protocol"`
 	// ConnectTimeout bounds dialing an endpoint (default 5s).
 	ConnectTimeout Duration `toml:"connect_timeout" json:"connect_timeout"`
-	// TLS configures upstream TLS for https and h2.
+	// TLS configures upstream TLS for https, h2 and h3.
 	TLS ClusterTLS `toml:"tls" json:"tls"`
 	// Pool sizes the connection pool.
 	Pool Pool `toml:"pool" json:"pool"`

@@ -15,9 +15,9 @@ import (
 // Allowed values, for validation and for messages that list them.
 var (
 	PQPolicies       = []string{"require", "prefer", "audit", "off"}
-	ListenProtocols  = []string{"h1", "h2", "h2c"}
+	ListenProtocols  = []string{"h1", "h2", "h2c", "h3"}
 	ClusterPolicies  = []string{"round_robin", "least_request"}
-	ClusterProtocols = []string{"h1", "h2c", "https", "h2"}
+	ClusterProtocols = []string{"h1", "h2c", "https", "h2", "h3"}
 	LogLevels        = []string{"debug", "info", "warn", "error"}
 	LogFormats       = []string{"text", "json"}
 	TLSVersions      = []string{"1.2", "1.3"}
@@ -47,6 +47,7 @@ func (f *File) Validate() error {
 	v.admin()
 	v.log()
 	v.listeners()
+	v.quic()
 	clusters := v.clusters()
 	v.routes(clusters)
 	v.demo()
@@ -180,9 +181,9 @@ func (v *validator) clusters() map[string]bool {
 		v.oneOf(p+".policy", c.Policy, ClusterPolicies)
 		v.oneOf(p+".protocol", c.Protocol, ClusterProtocols)
 		v.oneOf(p+".tls.pq", c.TLS.PQ, PQPolicies)
-		tlsProto := c.Protocol == "https" || c.Protocol == "h2"
+		tlsProto := c.Protocol == "https" || c.Protocol == "h2" || c.Protocol == "h3"
 		if !tlsProto && (c.TLS.CAFile != "" || c.TLS.CertFile != "" || c.TLS.ServerName != "" || c.TLS.InsecureSkipVerify) {
-			v.add(p+".tls", "TLS settings need protocol \"https\" or \"h2\" (protocol is %q)", c.Protocol)
+			v.add(p+".tls", "TLS settings need protocol \"https\", \"h2\" or \"h3\" (protocol is %q)", c.Protocol)
 		}
 		if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 			v.add(p+".tls", "cert_file and key_file go together")
