@@ -33,12 +33,14 @@ func NewHandler(t *Tracker) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 type adminProvider struct {
-	Name        string `json:"name"`
-	Zone        string `json:"zone"`
-	State       string `json:"state"`
-	LastError   string `json:"last_error,omitempty"`
-	LastSuccess string `json:"last_success,omitempty"`
-	LastFailure string `json:"last_failure,omitempty"`
+	Name          string `json:"name"`
+	Zone          string `json:"zone"`
+	State         string `json:"state"`
+	LastError     string `json:"last_error,omitempty"`
+	LastSuccess   string `json:"last_success,omitempty"`
+	LastFailure   string `json:"last_failure,omitempty"`
+	ForecastState string `json:"forecast_state"`
+	ForecastError string `json:"forecast_error,omitempty"`
 }
 
 type adminForecast struct {
@@ -109,9 +111,14 @@ func (h *Handler) serveAdmin(w http.ResponseWriter, _ *http.Request) {
 			case p.LastSuccess.IsZero():
 				state = "pending"
 			}
+			fstate := "ok"
+			if p.ForecastFailed {
+				fstate = "failed"
+			}
 			ar.Providers = append(ar.Providers, adminProvider{
 				Name: p.Name, Zone: p.Zone, State: state, LastError: p.LastError,
 				LastSuccess: jsonTime(p.LastSuccess), LastFailure: jsonTime(p.LastFailure),
+				ForecastState: fstate, ForecastError: p.ForecastError,
 			})
 		}
 		if rs.ForecastPoints > 0 {

@@ -482,13 +482,17 @@ func (t *Tracker) Ready() bool {
 type ProviderStatus struct {
 	Name string
 	Zone string
-	// Failed is true when the provider's last call for this region failed.
+	// Failed is true when the provider's last Current call for this region
+	// failed.
 	Failed bool
 	// LastError is the last failure's message (providers keep secrets out
 	// of their errors).
 	LastError   string
 	LastSuccess time.Time
 	LastFailure time.Time
+	// ForecastFailed and ForecastError are the same for Forecast calls.
+	ForecastFailed bool
+	ForecastError  string
 }
 
 // RegionStatus is one region in a [Tracker.Snapshot].
@@ -731,7 +735,7 @@ func (t *Tracker) refreshCurrent(ctx context.Context, s *slot) error {
 		})
 		now := time.Now()
 		if err != nil {
-			t.markFailed(s, i, err, now)
+			t.markFailed(s, i, "current", err, now)
 			errs = append(errs, fmt.Errorf("%s zone %s: %w", name, pz.Zone, err))
 			if ctx.Err() != nil {
 				break
@@ -749,7 +753,7 @@ func (t *Tracker) refreshCurrent(ctx context.Context, s *slot) error {
 		}
 		s.cur.Store(&state{sig: sig, fetchedAt: now, liveUntil: live.Add(t.interval)})
 		t.publish(s, now)
-		t.markOK(s, i, now)
+		t.markOK(s, i, "current", now)
 		return nil
 	}
 	if old := s.cur.Load(); old != nil && !old.failing {
@@ -782,7 +786,7 @@ func (t *Tracker) refreshForecast(ctx context.Context, s *slot) error {
 			continue
 		}
 		if err != nil {
-			t.markFailed(s, i, err, time.Now())
+			t.markFailed(s, i, "forecast", err, time.Now())
 			errs = append(errs, err)
 			if ctx.Err() != nil {
 				break
@@ -796,6 +800,7 @@ func (t *Tracker) refreshForecast(ctx context.Context, s *slot) error {
 			f.Source = name
 		}
 		s.fc.Store(&f)
+		t.markOK(s, i, "forecast", time.Now())
 		if t.onForecast != nil {
 			t.onForecast(s.region)
 		}
@@ -827,32 +832,40 @@ func checkForecast(f Forecast) error {
 	return nil
 }
 
-func (t *Tracker) markOK(s *slot, i int, now time.Time) {
+func (t *Tracker) markOK(s *slot, i int, call string, now time.Time) {
 	s.mu.Lock()
 	p := &s.provs[i]
-	was := p.Failed
-	p.Failed = false
-	p.LastSuccess = now
+	var was bool
+	if call == "current" {
+		was, p.Failed, p.LastSuccess = p.Failed, false, now
+	} else {
+		was, p.ForecastFailed = p.ForecastFailed, false
+	}
+	name, zone := p.Name, p.Zone
 	s.mu.Unlock()
 	if was {
-		t.log.Info("carbon provider recovered", "provider", p.Name, "region", s.region, "zone", p.Zone)
+		t.log.Info("carbon provider recovered", "provider", name, "region", s.region, "zone", zone, "call", call)
 	}
 }
 
-// markFailed records a failure and logs it once per episode (or when the
-// error changes).
-func (t *Tracker) markFailed(s *slot, i int, err error, now time.Time) {
+// markFailed records a failure and logs it once per episode of a call
+// (current or forecast) failing, or when the error changes.
+func (t *Tracker) markFailed(s *slot, i int, call string, err error, now time.Time) {
 	msg := err.Error()
 	s.mu.Lock()
 	p := &s.provs[i]
-	repeat := p.Failed && p.LastError == msg
-	p.Failed = true
-	p.LastError = msg
-	p.LastFailure = now
+	var repeat bool
+	if call == "current" {
+		repeat = p.Failed && p.LastError == msg
+		p.Failed, p.LastError, p.LastFailure = true, msg, now
+	} else {
+		repeat = p.ForecastFailed && p.ForecastError == msg
+		p.ForecastFailed, p.ForecastError = true, msg
+	}
 	name, zone := p.Name, p.Zone
 	s.mu.Unlock()
 	if !repeat {
-		t.log.Warn("carbon provider failed", "provider", name, "region", s.region, "zone", zone, "error", msg)
+		t.log.Warn("carbon provider failed", "provider", name, "region", s.region, "zone", zone, "call", call, "error", msg)
 	}
 }
 

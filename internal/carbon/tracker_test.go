@@ -2,8 +2,10 @@ package carbon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -665,3 +667,53 @@ func TestTrackerLadderMovesWhileProviderHangs(t *testing.T) {
 		}
 	})
 }
+
+func TestTrackerLogsOneLinePerFailure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf strings.Builder
+		var mu sync.Mutex
+		log := slog.New(slog.NewJSONHandler(writerFunc(func(b []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return buf.Write(b)
+		}), nil))
+		p := newFake("fake", 80)
+		p.fail = ErrUnavailable
+		tr := mustTracker(t, TrackerOptions{
+			Logger: log, MaxAttempts: 1,
+			Regions: []RegionSource{{Region: "eu-south", Zone: "ES", Providers: []ProviderZone{{Provider: p}}}},
+		})
+		for range 3 {
+			_ = tr.Refresh(t.Context())
+		}
+		p.set(func(f *fakeProvider) { f.fail = nil })
+		if err := tr.Refresh(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var failed, recovered int
+		for line := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+			switch rec["msg"] {
+			case "carbon provider failed":
+				failed++
+				if rec["provider"] != "fake" || rec["region"] != "eu-south" || rec["zone"] != "ES" || !strings.Contains(rec["error"].(string), "provider unavailable") {
+					t.Errorf("got log line %s, want provider, region, zone and error", line)
+				}
+			case "carbon provider recovered":
+				recovered++
+			}
+		}
+		if failed != 2 || recovered != 2 {
+			t.Errorf("got %d failure and %d recovery lines, want 2 and 2 (current and forecast):\n%s", failed, recovered, buf.String())
+		}
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

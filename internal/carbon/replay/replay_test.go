@@ -351,3 +351,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseNames(t *testing.T) {
+	for _, f := range []Format{FormatAuto, FormatAegis, FormatElectricityMaps} {
+		if got, err := ParseFormat(f.String()); err != nil || got != f {
+			t.Errorf("ParseFormat(%q) = %v, %v; want %v", f.String(), got, err, f)
+		}
+	}
+	for _, c := range []Column{ColumnDirect, ColumnLCA} {
+		if got, err := ParseColumn(c.String()); err != nil || got != c {
+			t.Errorf("ParseColumn(%q) = %v, %v; want %v", c.String(), got, err, c)
+		}
+	}
+	if _, err := ParseFormat("xml"); err == nil {
+		t.Error("got no error for format xml")
+	}
+	if _, err := ParseColumn("median"); err == nil {
+		t.Error("got no error for column median")
+	}
+}

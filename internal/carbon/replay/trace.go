@@ -322,3 +322,40 @@ func csvError(err error) error {
 func parseBytes(b []byte, format Format, column Column) (*Trace, error) {
 	return Parse(bytes.NewReader(b), format, column)
 }
+
+// String returns "direct" or "lca".
+func (c Column) String() string {
+	switch c {
+	case ColumnDirect:
+		return "direct"
+	case ColumnLCA:
+		return "lca"
+	}
+	return fmt.Sprintf("column(%d)", int(c))
+}
+
+// ParseFormat reads a format name as configuration spells it: "auto" (or
+// empty), "aegis" or "electricitymaps".
+func ParseFormat(s string) (Format, error) {
+	switch strings.ToLower(s) {
+	case "", "auto":
+		return FormatAuto, nil
+	case "aegis":
+		return FormatAegis, nil
+	case "electricitymaps":
+		return FormatElectricityMaps, nil
+	}
+	return 0, fmt.Errorf("trace format %q is not one of auto, aegis, electricitymaps", s)
+}
+
+// ParseColumn reads an Electricity Maps column name: "direct" (or empty)
+// or "lca".
+func ParseColumn(s string) (Column, error) {
+	switch strings.ToLower(s) {
+	case "", "direct":
+		return ColumnDirect, nil
+	case "lca":
+		return ColumnLCA, nil
+	}
+	return 0, fmt.Errorf("intensity column %q is not one of direct, lca", s)
+}
