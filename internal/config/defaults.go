@@ -90,6 +90,7 @@ func SetDefaults(f *File) {
 			num(&c.Endpoints[j].Weight, DefaultEndpointWeight)
 		}
 	}
+	setCarbonDefaults(f)
 }
 
 func str(p *string, v string) {

@@ -22,6 +22,8 @@ type File struct {
 	Clusters []Cluster `toml:"clusters" json:"clusters"`
 	// Demo starts in-process demo upstreams.
 	Demo Demo `toml:"demo" json:"demo"`
+	// Carbon configures carbon-intensity providers per region (carbon.go).
+	Carbon Carbon `toml:"carbon" json:"carbon"`
 
 	// name is the file name used in problems; lines maps key paths to lines.
 	name     string

@@ -51,6 +51,7 @@ func (f *File) Validate() error {
 	clusters := v.clusters()
 	v.routes(clusters)
 	v.demo()
+	v.carbon()
 	return errors.Join(v.problems...)
 }
 
