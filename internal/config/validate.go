@@ -112,7 +112,7 @@ func (v *validator) listeners() {
 	for i, l := range v.f.Listeners {
 		p := fmt.Sprintf("listeners[%d]", i)
 		v.name(p+".name", l.Name, names)
-		if v.hostPort(p+".address", l.Address) {
+		if v.hostPort(p+".address", l.Address) && !strings.HasSuffix(l.Address, ":0") {
 			key := normAddr(l.Address)
 			if prev, ok := addrs[key]; ok {
 				v.add(p+".address", "%q is already used by %s", l.Address, prev)
@@ -357,9 +357,6 @@ func normAddr(addr string) string {
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		host = ip.Unmap().String()
-	}
-	if port == "0" {
-		return addr + "#ephemeral" // port 0 never clashes
 	}
 	return net.JoinHostPort(host, port)
 }
