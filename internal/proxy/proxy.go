@@ -41,6 +41,11 @@ type Options struct {
 	AccessLog *slog.Logger
 	// Metrics are the request metrics (nil: none).
 	Metrics *Metrics
+	// Jobs serves requests whose path starts with JobsPrefix, before route
+	// matching (the Green-Wait job API; nil: none). Its requests are
+	// counted under the route label "jobs".
+	Jobs       http.Handler
+	JobsPrefix string
 }
 
 // Proxy routes requests to clusters. It is immutable and safe for concurrent
@@ -51,6 +56,9 @@ type Proxy struct {
 	accessLog *slog.Logger
 	metrics   *Metrics
 	notFound  *routeMetrics
+	jobs      http.Handler
+	jobsPath  string
+	jobsRM    *routeMetrics
 }
 
 type route struct {
@@ -76,6 +84,9 @@ func New(o Options) (*Proxy, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.notFound = o.Metrics.forRoute("none")
+	if o.Jobs != nil && o.JobsPrefix != "" {
+		p.jobs, p.jobsPath, p.jobsRM = o.Jobs, o.JobsPrefix, o.Metrics.forRoute("jobs")
+	}
 	for _, r := range o.Routes {
 		c, ok := o.Clusters[r.Cluster]
 		if !ok || c == nil || c.Balancer == nil || c.Transport == nil {
@@ -141,16 +152,24 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	*st = reqState{listener: &h.l}
 	defer statePool.Put(st)
 
-	host := hostOnly(r.Host)
-	for _, rt := range p.routes {
-		if rt.m.match(r, host) {
-			st.route = rt
-			break
+	jobs := p.jobs != nil && strings.HasPrefix(r.URL.Path, p.jobsPath)
+	if !jobs {
+		host := hostOnly(r.Host)
+		for _, rt := range p.routes {
+			if rt.m.match(r, host) {
+				st.route = rt
+				break
+			}
 		}
 	}
-	if st.route == nil {
+	switch {
+	case jobs:
+		p.jobs.ServeHTTP(rec, r)
+	case st.route == nil:
 		http.Error(rec, "no route", http.StatusNotFound)
-	} else {
+	case st.route.Defer != nil && st.route.Defer(rec, r):
+		// Deferred (202) or refused (400, 413, 503) by the route's hook.
+	default:
 		rt := st.route
 		ctx := context.WithValue(r.Context(), stateKey{}, st)
 		if rt.Timeout > 0 {
@@ -175,6 +194,8 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rm := p.notFound
 	if st.route != nil {
 		rm = st.route.metrics
+	} else if jobs {
+		rm = p.jobsRM
 	}
 	rm.observe(status, d)
 	if p.accessLog != nil {

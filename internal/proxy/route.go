@@ -27,6 +27,11 @@ type Route struct {
 	RequestHeaders HeaderOps
 	// ResponseHeaders edits the response sent to the client.
 	ResponseHeaders HeaderOps
+	// Defer, if set, is called after the route matched and before the
+	// request is proxied (the Green-Wait hook). When it returns true it has
+	// written the whole response and the request is not proxied; when
+	// false it has written nothing and not read the body.
+	Defer func(http.ResponseWriter, *http.Request) bool
 }
 
 // HeaderOps edits a header: Remove, then Set, then Add.
