@@ -71,7 +71,6 @@ type generation struct {
 	tls       map[string]*tlsState // by listener name
 	accessLog *slog.Logger
 	closer    io.Closer
-	cancel    context.CancelFunc // stops this generation's goroutines
 }
 
 type clusterState struct {
@@ -79,14 +78,14 @@ type clusterState struct {
 	balancer  *balance.Cluster
 	transport *http.Transport
 	proxy     *proxy.Cluster
-	running   bool
+	cancel    context.CancelFunc // stops Run; nil until started
 }
 
 type tlsState struct {
 	cfg    config.ListenerTLS
 	protos []string
 	srv    *pqtls.Server
-	run    bool
+	cancel context.CancelFunc // stops Run; nil until started
 }
 
 // New loads the configuration, checks post-quantum key exchange, builds the
@@ -480,23 +479,40 @@ func (d *Daemon) serversLocked() []*server.Server {
 	return out
 }
 
-// startGeneration starts the background loops of g's new parts.
+// startGeneration starts the background loops of g's new parts. Each part
+// gets its own context, so that a reload stops exactly the parts it replaced
+// and keeps the loops of the parts it kept.
 func (d *Daemon) startGeneration(ctx context.Context, g *generation) {
-	gctx, cancel := context.WithCancel(ctx)
-	g.cancel = cancel
 	for _, cs := range g.clusters {
-		if cs.running {
+		if cs.cancel != nil {
 			continue
 		}
-		cs.running = true
-		d.wg.Go(func() { d.guard("cluster", func() { cs.balancer.Run(gctx) }) })
+		cctx, cancel := context.WithCancel(ctx)
+		cs.cancel = cancel
+		d.wg.Go(func() { d.guard("cluster", func() { cs.balancer.Run(cctx) }) })
 	}
 	for _, ts := range g.tls {
-		if ts.run {
+		if ts.cancel != nil {
 			continue
 		}
-		ts.run = true
-		d.wg.Go(func() { d.guard("tls", func() { ts.srv.Run(gctx) }) })
+		tctx, cancel := context.WithCancel(ctx)
+		ts.cancel = cancel
+		d.wg.Go(func() { d.guard("tls", func() { ts.srv.Run(tctx) }) })
+	}
+}
+
+// stopParts stops the loops of g's parts that next does not share (all of
+// them when next is nil).
+func (g *generation) stopParts(next *generation) {
+	for name, cs := range g.clusters {
+		if cs.cancel != nil && (next == nil || next.clusters[name] != cs) {
+			cs.cancel()
+		}
+	}
+	for name, ts := range g.tls {
+		if ts.cancel != nil && (next == nil || next.tls[name] != ts) {
+			ts.cancel()
+		}
 	}
 }
 
@@ -527,9 +543,7 @@ func (d *Daemon) shutdown(ctx context.Context) {
 		})
 	}
 	wg.Wait()
-	if gen.cancel != nil {
-		gen.cancel()
-	}
+	gen.stopParts(nil)
 	demo.close()
 	d.wg.Wait()
 	gen.close()
@@ -672,11 +686,7 @@ func (d *Daemon) retire(prev, g *generation, grace time.Duration) {
 		case <-d.doneCtx().Done():
 		}
 		prev.closeNew(g)
-		if prev.cancel != nil {
-			// Cancels only goroutines of parts g did not keep: kept parts
-			// were started under prev's context, so restart them under g's.
-			prev.cancel()
-		}
+		prev.stopParts(g)
 	})
 }
 
