@@ -53,6 +53,10 @@ type Options struct {
 	MaxHeaderBytes int
 	// HTTP2 holds the HTTP/2 limits.
 	HTTP2 HTTP2Limits
+	// Limits holds admission limits and edge defences (limits.go).
+	Limits Limits
+	// Metrics counts what the defences refuse (nil: counted nowhere).
+	Metrics *Metrics
 	// Logger receives listener events (nil discards).
 	Logger *slog.Logger
 	// ConnContext, when set, adds values to each connection's context.
@@ -69,6 +73,16 @@ type HTTP2Limits struct {
 	StreamWindow int
 	// ConnWindow is the per-connection receive window (default 1 MiB).
 	ConnWindow int
+	// RapidResetThreshold is how many client stream resets a connection
+	// may send before it is ended, when they are more than half of its
+	// streams (default 100; see h2guard.go).
+	RapidResetThreshold int
+	// MaxContinuationFrames bounds CONTINUATION frames per header block
+	// (default 32).
+	MaxContinuationFrames int
+	// MaxHeaderBlockBytes bounds one encoded header block, HEADERS plus
+	// CONTINUATION payloads (default 64 KiB).
+	MaxHeaderBlockBytes int
 }
 
 // Server is one listening socket and the net/http server serving it.
@@ -85,6 +99,9 @@ type Server struct {
 	stopped bool
 
 	wg sync.WaitGroup // generations' Serve goroutines and drains
+
+	adm     *admission
+	metrics *listenerMetrics
 }
 
 // generation is one net/http server reading connections from the socket.
@@ -95,6 +112,7 @@ type generation struct {
 	closed  chan struct{}
 	once    sync.Once
 	addr    net.Addr
+	wrap    func(net.Conn) net.Conn // per-connection wrapper (smuggling guard)
 }
 
 // New validates o and binds the socket. Call Serve to start serving.
@@ -106,7 +124,8 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", o.Name, err)
 	}
-	s := &Server{name: o.Name, ln: ln, log: o.Logger, opts: o}
+	s := &Server{name: o.Name, ln: ln, log: o.Logger, opts: o, adm: &admission{}, metrics: o.Metrics.forListener(o.Name)}
+	s.adm.set(o.Limits)
 	s.cur = s.newGeneration(o)
 	return s, nil
 }
@@ -129,6 +148,7 @@ func normalize(o *Options) error {
 		switch {
 		case p == "h1":
 		case p == "h2" && o.TLS != nil:
+		case p == "h3" && o.TLS != nil: // served by an H3Server on the same address
 		case p == "h2c" && o.TLS == nil:
 		default:
 			return fmt.Errorf("server %s: protocol %q not possible here (TLS: %v)", o.Name, p, o.TLS != nil)
@@ -152,6 +172,10 @@ func normalize(o *Options) error {
 	defInt(&o.HTTP2.MaxReadFrameSize, DefaultMaxFrameSize)
 	defInt(&o.HTTP2.StreamWindow, DefaultStreamWindow)
 	defInt(&o.HTTP2.ConnWindow, DefaultConnWindow)
+	defInt(&o.HTTP2.RapidResetThreshold, DefaultRapidResetThreshold)
+	defInt(&o.HTTP2.MaxContinuationFrames, DefaultMaxContinuationFrames)
+	defInt(&o.HTTP2.MaxHeaderBlockBytes, DefaultMaxHeaderBlockBytes)
+	o.Limits.normalize()
 	return nil
 }
 
@@ -171,17 +195,16 @@ func (s *Server) newGeneration(o Options) *generation {
 		}
 	}
 	g.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			(*g.handler.Load()).ServeHTTP(w, r)
-		}),
-		Protocols:         &protos,
-		ReadHeaderTimeout: o.ReadHeaderTimeout,
-		ReadTimeout:       o.ReadTimeout,
-		WriteTimeout:      o.WriteTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		MaxHeaderBytes:    o.MaxHeaderBytes,
-		ConnContext:       o.ConnContext,
-		ErrorLog:          slog.NewLogLogger(o.Logger.With("listener", o.Name).Handler(), slog.LevelDebug),
+		Handler:                      &front{s: s, lim: o.Limits, next: func() http.Handler { return *g.handler.Load() }},
+		DisableGeneralOptionsHandler: true,
+		Protocols:                    &protos,
+		ReadHeaderTimeout:            o.ReadHeaderTimeout,
+		ReadTimeout:                  o.ReadTimeout,
+		WriteTimeout:                 o.WriteTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		MaxHeaderBytes:               o.MaxHeaderBytes,
+		ConnContext:                  connContext(o.ConnContext),
+		ErrorLog:                     slog.NewLogLogger(o.Logger.With("listener", o.Name).Handler(), slog.LevelDebug),
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams:          o.HTTP2.MaxConcurrentStreams,
 			MaxReadFrameSize:              o.HTTP2.MaxReadFrameSize,
@@ -191,12 +214,17 @@ func (s *Server) newGeneration(o Options) *generation {
 			MaxEncoderHeaderTableSize:     4096,
 			PermitProhibitedCipherSuites:  false,
 			PingTimeout:                   15 * time.Second,
-			WriteByteTimeout:              30 * time.Second,
+			WriteByteTimeout:              writeByteTimeout(o.Limits.WriteIdleTimeout),
 		},
 	}
 	if o.TLS != nil {
-		g.srv.TLSConfig = o.TLS
+		// A clone per generation: net/http writes its ALPN defaults into
+		// the config it serves with, and generations overlap on reload.
+		g.srv.TLSConfig = o.TLS.Clone()
+	} else if !o.Limits.DisableSmugglingGuard {
+		g.wrap = func(c net.Conn) net.Conn { return &h1Conn{Conn: c} }
 	}
+	s.setupHTTP2(g, o)
 	return g
 }
 
@@ -232,6 +260,9 @@ func (s *Server) Serve() error {
 				err = fmt.Errorf("accept on %s: %w", s.name, aerr)
 			}
 			break
+		}
+		if c = s.admit(c); c == nil {
+			continue
 		}
 		s.mu.Lock()
 		g := s.cur
@@ -280,6 +311,7 @@ func (s *Server) Update(o Options, grace time.Duration) error {
 	if s.stopped {
 		return http.ErrServerClosed
 	}
+	s.adm.set(o.Limits)
 	if sameExceptHandler(s.opts, o) {
 		h := o.Handler
 		s.cur.handler.Store(&h)
@@ -311,7 +343,7 @@ func sameExceptHandler(a, b Options) bool {
 	return a.Name == b.Name && slices.Equal(a.Protocols, b.Protocols) &&
 		a.TLS == b.TLS && a.ReadHeaderTimeout == b.ReadHeaderTimeout && a.ReadTimeout == b.ReadTimeout &&
 		a.WriteTimeout == b.WriteTimeout && a.IdleTimeout == b.IdleTimeout &&
-		a.MaxHeaderBytes == b.MaxHeaderBytes && a.HTTP2 == b.HTTP2
+		a.MaxHeaderBytes == b.MaxHeaderBytes && a.HTTP2 == b.HTTP2 && a.Limits == b.Limits
 }
 
 // Shutdown stops accepting, then waits for in-flight requests to finish or
@@ -366,6 +398,9 @@ type chanListener struct{ g *generation }
 func (l *chanListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.g.conns:
+		if l.g.wrap != nil {
+			c = l.g.wrap(c)
+		}
 		return c, nil
 	case <-l.g.closed:
 		return nil, net.ErrClosed

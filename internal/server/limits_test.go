@@ -1,0 +1,181 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// start serves h on a loopback listener with o; it returns the address and
+// the metrics.
+func startGuarded(t *testing.T, o Options, h http.Handler) (string, *Metrics) {
+	t.Helper()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Name, o.Address, o.Handler, o.Metrics = "test", "127.0.0.1:0", h, m
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.Serve() }()
+	t.Cleanup(func() { s.Close(); <-done })
+	return s.Addr().String(), m
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closedWithin reports how long until the server closed c (reading and
+// discarding whatever it sends), failing after limit.
+func closedWithin(t *testing.T, c net.Conn, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(limit))
+	_, err := io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open after %v", limit)
+	}
+	return time.Since(start)
+}
+
+func TestSlowClientsAreCut(t *testing.T) {
+	body := strings.Repeat("x", 64<<20)
+	writeErr := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			_, err := io.WriteString(w, body)
+			writeErr <- err
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+	})
+	o := Options{ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 600 * time.Millisecond,
+		Limits: Limits{WriteIdleTimeout: 400 * time.Millisecond}}
+	addr, m := startGuarded(t, o, h)
+
+	t.Run("slow header", func(t *testing.T) {
+		c := dial(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n")
+		if d := closedWithin(t, c, 5*time.Second); d < 250*time.Millisecond {
+			t.Errorf("got cut after %v, want about 300ms", d)
+		}
+	})
+	t.Run("slow body", func(t *testing.T) {
+		c := dial(t, addr)
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+		if d := closedWithin(t, c, 5*time.Second); d < 400*time.Millisecond {
+			t.Errorf("got cut after %v, want about 600ms", d)
+		}
+	})
+	t.Run("slow reader", func(t *testing.T) {
+		c := dial(t, addr)
+		io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		select {
+		case err := <-writeErr:
+			if err == nil {
+				t.Fatal("got a complete 64 MiB write to a client that reads nothing, want a cut")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("slow reader not cut after 10s")
+		}
+		if got := testutil.ToFloat64(m.timeouts.WithLabelValues("test", "write")); got < 1 {
+			t.Errorf("got write timeouts %v, want >= 1", got)
+		}
+	})
+}
+
+func TestConnectionLimit(t *testing.T) {
+	addr, m := startGuarded(t, Options{Limits: Limits{MaxConnections: 2}}, http.NotFoundHandler())
+	a, b := dial(t, addr), dial(t, addr)
+	_, _ = a, b
+	time.Sleep(100 * time.Millisecond) // let the server accept both
+	c := dial(t, addr)
+	closedWithin(t, c, 2*time.Second)
+	if got := testutil.ToFloat64(m.rejected.WithLabelValues("test", "connections")); got != 1 {
+		t.Errorf("got rejected connections %v, want 1", got)
+	}
+	a.Close()
+	time.Sleep(100 * time.Millisecond)
+	d := dial(t, addr)
+	io.WriteString(d, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(d), nil)
+	if err != nil {
+		t.Fatalf("connection after a slot freed: %v", err)
+	}
+	resp.Body.Close()
+}
+
+func TestOverloadAnswers503(t *testing.T) {
+	release := make(chan struct{})
+	var in atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in.Add(1)
+		<-release
+	})
+	addr, m := startGuarded(t, Options{Limits: Limits{MaxConcurrentRequests: 1}}, h)
+	go http.Get("http://" + addr + "/")
+	for in.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + addr + "/")
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("got %d, want 503", resp.StatusCode)
+	}
+	if got := testutil.ToFloat64(m.rejected.WithLabelValues("test", "overload")); got != 1 {
+		t.Errorf("got overload rejections %v, want 1", got)
+	}
+}
+
+func TestHeaderCountLimit(t *testing.T) {
+	addr, m := startGuarded(t, Options{}, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	for _, tc := range []struct {
+		name string
+		n    int
+		want int
+	}{
+		{"at limit", 98, 200}, // the client adds User-Agent and Accept-Encoding
+		{"over limit", 120, 431},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+			for i := range tc.n {
+				req.Header.Set(fmt.Sprintf("X-H%d", i), "v")
+			}
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("got %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	if got := testutil.ToFloat64(m.rejected.WithLabelValues("test", "header_count")); got != 1 {
+		t.Errorf("got header_count rejections %v, want 1", got)
+	}
+}
