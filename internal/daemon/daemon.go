@@ -47,7 +47,8 @@ type Daemon struct {
 	mu        sync.Mutex
 	cfg       *config.File
 	gen       *generation
-	listeners map[string]*server.Server // by listener name
+	listeners map[string]*server.Server   // by listener name
+	h3        map[string]*server.H3Server // HTTP/3 side of listeners serving h3 (h3.go)
 	admin     *server.Server
 	demo      *demoSet
 	pqOK      bool
@@ -61,6 +62,7 @@ type metricsSet struct {
 	proxy   *proxy.Metrics
 	balance *balance.Metrics
 	tls     *pqtls.Metrics
+	h3      *server.H3Metrics
 }
 
 // generation is the part of the graph rebuilt by a reload.
@@ -76,7 +78,7 @@ type generation struct {
 type clusterState struct {
 	cfg       config.Cluster
 	balancer  *balance.Cluster
-	transport *http.Transport
+	transport upstreamTransport
 	proxy     *proxy.Cluster
 	cancel    context.CancelFunc // stops Run; nil until started
 }
@@ -120,6 +122,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("register balance metrics: %w", err)
 	}
 	d.metrics.tls = pqtls.NewMetrics(d.registry)
+	if d.metrics.h3, err = server.NewH3Metrics(d.registry); err != nil {
+		return nil, fmt.Errorf("register quic metrics: %w", err)
+	}
 
 	if err := pqtls.CheckPQ(ctx); err != nil {
 		if needsPQ(cfg) {
@@ -168,7 +173,7 @@ func needsPQ(cfg *config.File) bool {
 		}
 	}
 	for _, c := range cfg.Clusters {
-		if (c.Protocol == "https" || c.Protocol == "h2") && c.TLS.PQ == "require" {
+		if (c.Protocol == "https" || c.Protocol == "h2" || c.Protocol == "h3") && c.TLS.PQ == "require" {
 			return true
 		}
 	}
@@ -292,7 +297,7 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 		IdleTimeout: c.Pool.IdleTimeout.Duration,
 		AcquireConn: bc.AcquireConn, ReleaseConn: bc.ReleaseConn,
 	}
-	tlsOn := c.Protocol == proxy.ProtoHTTPS || c.Protocol == proxy.ProtoH2
+	tlsOn := c.Protocol == proxy.ProtoHTTPS || c.Protocol == proxy.ProtoH2 || c.Protocol == proxy.ProtoH3
 	if tlsOn {
 		pol, err := pqtls.ParsePolicy(c.TLS.PQ)
 		if err != nil {
@@ -307,7 +312,7 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 			return nil, err
 		}
 	}
-	t, err := proxy.NewTransport(topts)
+	t, err := newClusterTransport(topts)
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +326,7 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 func (g *generation) closeNew(prev *generation) {
 	for name, cs := range g.clusters {
 		if prev == nil || prev.clusters[name] != cs {
-			cs.transport.CloseIdleConnections()
+			releaseTransport(cs.transport)
 		}
 	}
 	if g.closer != nil && (prev == nil || prev.closer != g.closer) {
@@ -354,7 +359,7 @@ func (d *Daemon) serverOptions(l config.Listener, g *generation) server.Options 
 	if ts := g.tls[l.Name]; ts != nil {
 		o.TLS = ts.srv.TLSConfig()
 	}
-	o.Handler = g.proxy.Handler(pl)
+	o.Handler = d.altSvc(l, g.proxy.Handler(pl))
 	return o
 }
 
@@ -366,6 +371,7 @@ func (d *Daemon) bind(cfg *config.File, g *generation) error {
 		for _, s := range made {
 			s.Close()
 		}
+		d.closeH3()
 		return err
 	}
 	for _, l := range cfg.Listeners {
@@ -375,6 +381,9 @@ func (d *Daemon) bind(cfg *config.File, g *generation) error {
 		}
 		made = append(made, s)
 		d.listeners[l.Name] = s
+	}
+	if err := d.bindH3(cfg, g); err != nil {
+		return fail(err)
 	}
 	admin, err := server.New(server.Options{
 		Name: "admin", Address: cfg.Admin.Address, Protocols: []string{"h1"},
@@ -446,6 +455,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, s := range append(d.serversLocked(), d.admin) {
 		d.serve(s, serveErr)
 	}
+	d.serveAllH3(serveErr)
 	d.mu.Unlock()
 	d.log.Info("aegis running", "listeners", len(cfg.Listeners), "admin", d.admin.Addr().String())
 
@@ -542,6 +552,7 @@ func (d *Daemon) shutdown(ctx context.Context) {
 			}
 		})
 	}
+	d.shutdownH3(ctx, &wg)
 	wg.Wait()
 	gen.stopParts(nil)
 	demo.close()
@@ -557,6 +568,7 @@ func (d *Daemon) closeAll() {
 	if d.admin != nil {
 		d.admin.Close()
 	}
+	d.closeH3()
 	d.gen.close()
 }
 
@@ -657,6 +669,7 @@ func (d *Daemon) applyListeners(cfg *config.File, g *generation) error {
 			d.serve(s, make(chan error, 1))
 		}
 	}
+	d.applyH3(cfg, g)
 	return nil
 }
 
