@@ -25,6 +25,8 @@ func (d *Daemon) adminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{
 		ErrorLog: nil, ErrorHandling: promhttp.ContinueOnError,
 	}))
+	mux.Handle("GET /carbon", d.carbonHTTP())     // carbon.go
+	mux.Handle("GET /emissions/", d.carbonHTTP()) // Carbon-Aware-SDK subset
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -47,6 +49,9 @@ func (d *Daemon) ready() (bool, string) {
 		if _, ok := d.listeners[l.Name]; !ok {
 			return false, "listener " + l.Name + " is not up"
 		}
+	}
+	if ok, why := d.carbonReadyLocked(); !ok {
+		return false, why
 	}
 	return true, ""
 }

@@ -54,6 +54,7 @@ type Daemon struct {
 	pqOK      bool
 	runCtx    context.Context // lifetime of Run; nil before
 	running   bool
+	carbon    carbonHub // the current carbon tracker (carbon.go)
 
 	wg sync.WaitGroup // every goroutine the daemon starts
 }
@@ -73,6 +74,7 @@ type generation struct {
 	tls       map[string]*tlsState // by listener name
 	accessLog *slog.Logger
 	closer    io.Closer
+	carbon    *carbonState // carbon tracker (carbon.go)
 }
 
 type clusterState struct {
@@ -193,6 +195,9 @@ func (d *Daemon) build(cfg *config.File, prev *generation) (*generation, error) 
 	var err error
 	g.accessLog, g.closer, err = telemetry.OpenAccessLog(cfg.Log.Access, d.opts.Stdout, d.opts.Stderr)
 	if err != nil {
+		return nil, err
+	}
+	if g.carbon, err = d.buildCarbon(cfg, prev); err != nil {
 		return nil, err
 	}
 	for _, c := range cfg.Clusters {
@@ -493,6 +498,7 @@ func (d *Daemon) serversLocked() []*server.Server {
 // gets its own context, so that a reload stops exactly the parts it replaced
 // and keeps the loops of the parts it kept.
 func (d *Daemon) startGeneration(ctx context.Context, g *generation) {
+	d.startCarbon(ctx, g.carbon)
 	for _, cs := range g.clusters {
 		if cs.cancel != nil {
 			continue
@@ -523,6 +529,9 @@ func (g *generation) stopParts(next *generation) {
 		if ts.cancel != nil && (next == nil || next.tls[name] != ts) {
 			ts.cancel()
 		}
+	}
+	if next == nil || next.carbon != g.carbon {
+		g.carbon.stop()
 	}
 }
 
