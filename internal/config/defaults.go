@@ -91,6 +91,7 @@ func SetDefaults(f *File) {
 		}
 	}
 	setCarbonDefaults(f)
+	setGreenWaitDefaults(f)
 }
 
 func str(p *string, v string) {

@@ -24,6 +24,8 @@ type File struct {
 	Demo Demo `toml:"demo" json:"demo"`
 	// Carbon configures carbon-intensity providers per region (carbon.go).
 	Carbon Carbon `toml:"carbon" json:"carbon"`
+	// GreenWait configures deferral to low-carbon windows (greenwait.go).
+	GreenWait GreenWait `toml:"greenwait" json:"greenwait"`
 
 	// name is the file name used in problems; lines maps key paths to lines.
 	name     string
@@ -142,6 +144,8 @@ type Route struct {
 	RequestHeaders HeaderOps `toml:"request_headers" json:"request_headers"`
 	// ResponseHeaders edits the response before it goes to the client.
 	ResponseHeaders HeaderOps `toml:"response_headers" json:"response_headers"`
+	// GreenWait is the route's Green-Wait deferral (greenwait.go).
+	GreenWait RouteGreenWait `toml:"greenwait" json:"greenwait"`
 }
 
 // Match selects requests. All given conditions must hold.

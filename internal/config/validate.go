@@ -52,6 +52,7 @@ func (f *File) Validate() error {
 	v.routes(clusters)
 	v.demo()
 	v.carbon()
+	v.greenwait()
 	return errors.Join(v.problems...)
 }
 
