@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -260,8 +261,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				f.s.metrics.smuggling.Inc()
 				f.s.log.Debug("ambiguous request framing refused", "listener", f.s.name,
 					"reason", smugglingReason(v), "remote", r.RemoteAddr)
-				w.Header().Set("Connection", "close")
-				http.Error(w, "bad request framing", http.StatusBadRequest)
+				refuseFraming(w)
 				return
 			}
 		}
@@ -320,8 +320,10 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 		}
 		h2s.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: hs, Handler: h, SawClientPreface: sawPreface})
 	}
+	// An "h2" entry also keeps net/http from installing its bundled HTTP/2
+	// server over the h2c entry below.
 	g.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-	if h2 {
+	{
 		g.srv.TLSNextProto["h2"] = func(hs *http.Server, tc *tls.Conn, h http.Handler) {
 			if lc, ok := tc.NetConn().(*limitConn); ok {
 				lc.passWriteDeadlines()
@@ -376,4 +378,23 @@ func writeByteTimeout(d time.Duration) time.Duration {
 		return 0
 	}
 	return d
+}
+
+// badFraming is the whole answer to a request with ambiguous framing.
+const badFraming = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+	"Connection: close\r\nContent-Length: 20\r\n\r\nbad request framing\n"
+
+// refuseFraming answers 400 and closes the connection at once: nothing
+// more is read from it, in particular not the rest of a body whose length
+// is in doubt.
+func refuseFraming(w http.ResponseWriter) {
+	c, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "bad request framing", http.StatusBadRequest)
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(c, badFraming)
+	c.Close()
 }
