@@ -141,7 +141,7 @@ func Run(in Input) (Report, error) {
 	prios, cum := mixTable(in.Mix)
 	span := time.Duration(len(in.Intensity)) * time.Hour
 	tiers := map[greenwait.Priority]*Tier{}
-	waits := map[greenwait.Priority]time.Duration{}
+	waits := map[greenwait.Priority]float64{} // seconds: a year of waits overflows a Duration
 	kwh := in.EnergyJoules / 3.6e6
 	for h := range in.Intensity {
 		rate := in.ArrivalsPerHour
@@ -176,14 +176,14 @@ func Run(in Input) (Report, error) {
 			} else {
 				t.Deferred++
 			}
-			waits[p] += plan - at
+			waits[p] += (plan - at).Seconds()
 			t.GramsGreenWait += kwh * truth.avg(plan, d)
 			t.GramsOptimal += kwh * truth.avg(best(truth, at, latest, d), d)
 		}
 	}
 	var r Report
 	r.Total.Priority = greenwait.PriorityNone
-	var totalWait time.Duration
+	var totalWait float64
 	for p := greenwait.PriorityCritical; p <= greenwait.PriorityBackground; p++ {
 		t := tiers[p]
 		if t == nil {
@@ -202,7 +202,7 @@ func Run(in Input) (Report, error) {
 	return r, nil
 }
 
-func (t *Tier) finish(wait time.Duration) {
+func (t *Tier) finish(waitSeconds float64) {
 	t.SavedGrams = t.GramsImmediate - t.GramsGreenWait
 	if t.GramsImmediate > 0 {
 		t.SavedPct = 100 * t.SavedGrams / t.GramsImmediate
@@ -212,7 +212,7 @@ func (t *Tier) finish(wait time.Duration) {
 		t.CapturePct = 100 * t.SavedGrams / opt
 	}
 	if t.Jobs > 0 {
-		t.MeanWait = wait / time.Duration(t.Jobs)
+		t.MeanWait = time.Duration(waitSeconds / float64(t.Jobs) * float64(time.Second))
 	}
 }
 
