@@ -36,6 +36,8 @@ Usage:
   aegis [run] [--config FILE]      run the proxy (no --config: the embedded demo)
   aegis validate --config FILE     check a configuration file, print every problem
   aegis version                    print version and post-quantum support
+  aegis jobs list|show|cancel|retry|purge [--admin ADDR]   Green-Wait's deferred jobs
+  aegis simulate greenwait --trace CSV [--region R]         carbon saved by deferral, per priority
 
 Signals (run): SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the configuration.
 `
@@ -53,6 +55,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return validateCmd(args[1:], stdout, stderr)
 	case "version":
 		return versionCmd(ctx, args[1:], stdout, stderr)
+	case "jobs":
+		return jobsCmd(ctx, args[1:], stdout, stderr) // jobs.go
+	case "simulate":
+		return simulateCmd(args[1:], stdout, stderr) // simulate.go
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
@@ -196,4 +202,7 @@ Try:
 The access log (JSON lines) shows tls_group for every TLS request. Ctrl-C drains and stops.
 
 `, tlsAddr, plainAddr, admin)
+	if s := d.GreenWaitTry(); s != "" {
+		fmt.Fprintf(w, "%s\n", s)
+	}
 }

@@ -27,6 +27,8 @@ func (d *Daemon) adminHandler() http.Handler {
 	}))
 	mux.Handle("GET /carbon", d.carbonHTTP())     // carbon.go
 	mux.Handle("GET /emissions/", d.carbonHTTP()) // Carbon-Aware-SDK subset
+	mux.Handle("/jobs", d.greenWaitAdmin())       // greenwait.go
+	mux.Handle("/jobs/", d.greenWaitAdmin())      // list, show, cancel, retry, purge
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

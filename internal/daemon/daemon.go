@@ -54,7 +54,8 @@ type Daemon struct {
 	pqOK      bool
 	runCtx    context.Context // lifetime of Run; nil before
 	running   bool
-	carbon    carbonHub // the current carbon tracker (carbon.go)
+	carbon    carbonHub       // the current carbon tracker (carbon.go)
+	gw        *greenWaitState // Green-Wait, once a route enables it (greenwait.go)
 
 	wg sync.WaitGroup // every goroutine the daemon starts
 }
@@ -138,12 +139,17 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		log.Info("post-quantum key exchange available", "group", "X25519MLKEM768")
 	}
 
+	if err := d.openGreenWait(cfg); err != nil {
+		return nil, err
+	}
 	gen, err := d.build(cfg, nil)
 	if err != nil {
+		d.stopGreenWait()
 		return nil, err
 	}
 	if err := d.bind(cfg, gen); err != nil {
 		gen.close()
+		d.stopGreenWait()
 		return nil, err
 	}
 	d.cfg, d.gen = cfg, gen
@@ -246,14 +252,17 @@ func (d *Daemon) build(cfg *config.File, prev *generation) (*generation, error) 
 			Headers: r.Match.Headers, Cluster: r.Cluster, Timeout: r.Timeout.Duration,
 			RequestHeaders:  proxy.HeaderOps(r.RequestHeaders),
 			ResponseHeaders: proxy.HeaderOps(r.ResponseHeaders),
+			Defer:           d.greenWaitHook(cfg, r),
 		})
 	}
 	clusters := make(map[string]*proxy.Cluster, len(g.clusters))
 	for name, cs := range g.clusters {
 		clusters[name] = cs.proxy
 	}
+	jobs, jobsPrefix := d.greenWaitJobs()
 	g.proxy, err = proxy.New(proxy.Options{
 		Routes: routes, Clusters: clusters, Logger: d.log, AccessLog: g.accessLog, Metrics: d.metrics.proxy,
+		Jobs: jobs, JobsPrefix: jobsPrefix,
 	})
 	if err != nil {
 		return nil, err
@@ -462,6 +471,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.serveAllH3(serveErr)
 	d.mu.Unlock()
+	d.startGreenWait(ctx)
 	d.log.Info("aegis running", "listeners", len(cfg.Listeners), "admin", d.admin.Addr().String())
 
 	select {
@@ -563,6 +573,7 @@ func (d *Daemon) shutdown(ctx context.Context) {
 	}
 	d.shutdownH3(ctx, &wg)
 	wg.Wait()
+	d.stopGreenWait() // listeners drained: stop releases, close the store
 	gen.stopParts(nil)
 	demo.close()
 	d.wg.Wait()
@@ -579,6 +590,7 @@ func (d *Daemon) closeAll() {
 	}
 	d.closeH3()
 	d.gen.close()
+	d.stopGreenWait()
 }
 
 // Reload re-reads the configuration file and applies it. On any problem it
@@ -601,6 +613,10 @@ func (d *Daemon) Reload() error {
 		err := errors.New("reload: pq = \"require\" but post-quantum key exchange is unavailable")
 		d.log.Error("reload refused", "err", err)
 		return err
+	}
+	if err := d.openGreenWait(cfg); err != nil {
+		d.log.Error("reload refused", "err", err)
+		return fmt.Errorf("reload: %w", err)
 	}
 	g, err := d.build(cfg, prev)
 	if err != nil {
@@ -627,6 +643,7 @@ func (d *Daemon) Reload() error {
 		d.startGeneration(ctx, g)
 	}
 	d.mu.Unlock()
+	d.startGreenWait(ctx) // a reload may have enabled Green-Wait
 	d.retire(prev, g, cfg.Shutdown.GracePeriod.Duration)
 	d.log.Info("configuration reloaded", "listeners", len(cfg.Listeners), "routes", len(cfg.Routes), "clusters", len(cfg.Clusters))
 	return nil
