@@ -36,6 +36,7 @@ Usage:
   aegis [run] [--config FILE]      run the proxy (no --config: the embedded demo)
   aegis validate --config FILE     check a configuration file, print every problem
   aegis version                    print version and post-quantum support
+  aegis carbon now|forecast|best [--config FILE] [--json]   carbon intensity now, ahead, best window
   aegis jobs list|show|cancel|retry|purge [--admin ADDR]   Green-Wait's deferred jobs
   aegis simulate greenwait --trace CSV [--region R]         carbon saved by deferral, per priority
 
@@ -55,6 +56,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return validateCmd(args[1:], stdout, stderr)
 	case "version":
 		return versionCmd(ctx, args[1:], stdout, stderr)
+	case "carbon":
+		return carbonCmd(ctx, args[1:], stdout, stderr) // carbon.go
 	case "jobs":
 		return jobsCmd(ctx, args[1:], stdout, stderr) // jobs.go
 	case "simulate":
