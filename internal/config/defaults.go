@@ -92,6 +92,7 @@ func SetDefaults(f *File) {
 	}
 	setCarbonDefaults(f)
 	setGreenWaitDefaults(f)
+	setLimitsDefaults(f)
 }
 
 func str(p *string, v string) {

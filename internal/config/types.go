@@ -78,6 +78,8 @@ type Listener struct {
 	Timeouts Timeouts `toml:"timeouts" json:"timeouts"`
 	// HTTP2 sets the HTTP/2 limits.
 	HTTP2 HTTP2 `toml:"http2" json:"http2"`
+	// Limits holds admission limits and edge defences (limits.go).
+	Limits ListenerLimits `toml:"limits" json:"limits"`
 	// QUIC sets the HTTP/3 limits (used when Protocols include "h3").
 	QUIC QUIC `toml:"quic" json:"quic"`
 }
@@ -100,6 +102,9 @@ type ListenerTLS struct {
 	// AllowedIdentities are the workload identities (URI SANs) accepted
 	// from client certificates; empty accepts any certificate from the CA.
 	AllowedIdentities []string `toml:"allowed_identities" json:"allowed_identities"`
+	// SessionTicketRotation is how often session ticket keys rotate
+	// (default 24h; limits.go).
+	SessionTicketRotation Duration `toml:"session_ticket_rotation" json:"session_ticket_rotation"`
 }
 
 // Timeouts bound the phases of a client connection.
@@ -113,6 +118,10 @@ type Timeouts struct {
 	Write Duration `toml:"write" json:"write"`
 	// Idle bounds a keep-alive connection between requests (default 120s).
 	Idle Duration `toml:"idle" json:"idle"`
+	// WriteIdle cuts a client that stops reading: a response write that
+	// makes no progress for this long ends the connection (default 30s;
+	// limits.go).
+	WriteIdle Duration `toml:"write_idle" json:"write_idle"`
 }
 
 // HTTP2 holds the HTTP/2 server limits.
@@ -121,12 +130,18 @@ type HTTP2 struct {
 	MaxConcurrentStreams int `toml:"max_concurrent_streams" json:"max_concurrent_streams"`
 	// MaxReadFrameSize in bytes (default 16384, the protocol minimum).
 	MaxReadFrameSize int `toml:"max_read_frame_size" json:"max_read_frame_size"`
-	// MaxHeaderBytes bounds the decoded header list (default 65536).
+	// MaxHeaderBytes bounds one encoded header block, HEADERS plus
+	// CONTINUATION payloads (default 65536); the decoded list is bounded by
+	// limits.max_header_bytes.
 	MaxHeaderBytes int `toml:"max_header_bytes" json:"max_header_bytes"`
 	// StreamWindow is the per-stream receive window in bytes (default 65536).
 	StreamWindow int `toml:"stream_window" json:"stream_window"`
 	// ConnWindow is the per-connection receive window in bytes (default 1 MiB).
 	ConnWindow int `toml:"conn_window" json:"conn_window"`
+	// RapidResetThreshold and MaxContinuationFrames are the abuse guard's
+	// thresholds (limits.go).
+	RapidResetThreshold   int `toml:"rapid_reset_threshold" json:"rapid_reset_threshold"`
+	MaxContinuationFrames int `toml:"max_continuation_frames" json:"max_continuation_frames"`
 }
 
 // Route maps matching requests to a cluster.
@@ -146,6 +161,9 @@ type Route struct {
 	ResponseHeaders HeaderOps `toml:"response_headers" json:"response_headers"`
 	// GreenWait is the route's Green-Wait deferral (greenwait.go).
 	GreenWait RouteGreenWait `toml:"greenwait" json:"greenwait"`
+	// MaxBodyBytes bounds the request body; over it the answer is 413
+	// (default 64 MiB, -1 unlimited; limits.go).
+	MaxBodyBytes int64 `toml:"max_body_bytes" json:"max_body_bytes"`
 }
 
 // Match selects requests. All given conditions must hold.

@@ -53,6 +53,7 @@ func (f *File) Validate() error {
 	v.demo()
 	v.carbon()
 	v.greenwait()
+	v.limits()
 	return errors.Join(v.problems...)
 }
 
