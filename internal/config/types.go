@@ -38,6 +38,10 @@ type Admin struct {
 	// Address is host:port (default 127.0.0.1:9901). A non-loopback address
 	// is allowed but logged as a warning: the admin API is unauthenticated.
 	Address string `toml:"address" json:"address"`
+	// Profiling serves Go's /debug/pprof/ on the admin listener (default
+	// false). Profiles show request data in memory; keep the admin listener
+	// private when this is on.
+	Profiling bool `toml:"profiling" json:"profiling"`
 }
 
 // Log configures logging.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -29,6 +30,13 @@ func (d *Daemon) adminHandler() http.Handler {
 	mux.Handle("GET /emissions/", d.carbonHTTP()) // Carbon-Aware-SDK subset
 	mux.Handle("/jobs", d.greenWaitAdmin())       // greenwait.go
 	mux.Handle("/jobs/", d.greenWaitAdmin())      // list, show, cancel, retry, purge
+	if d.Config().Admin.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
