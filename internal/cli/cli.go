@@ -202,6 +202,8 @@ Try:
   go run ./cmd/aegis version                        # shows X25519MLKEM768 support
   curl -s http://%[3]s/metrics | grep aegis_tls_handshakes_total
   curl -s http://%[3]s/config
+  curl -s http://%[3]s/carbon                       # carbon intensity per region (a replayed trace: 1 h every 10 s)
+  go run ./cmd/aegis carbon best --region eu-south,us-west,sa-east --duration 30s --within 3m
 The access log (JSON lines) shows tls_group for every TLS request. Ctrl-C drains and stops.
 
 `, tlsAddr, plainAddr, admin)
