@@ -71,6 +71,7 @@ func SetDefaults(f *File) {
 		r := &f.Routes[i]
 		str(&r.Match.PathPrefix, DefaultRoutePathPrefix)
 		dur(&r.Timeout, DefaultRouteTimeout)
+		setRouteResilienceDefaults(r)
 	}
 	for i := range f.Clusters {
 		c := &f.Clusters[i]
@@ -83,9 +84,7 @@ func SetDefaults(f *File) {
 		str(&c.TLS.PQ, DefaultListenerPQ)
 		num(&c.Pool.MaxIdlePerEndpoint, DefaultMaxIdle)
 		dur(&c.Pool.IdleTimeout, DefaultPoolIdle)
-		num(&c.PassiveHealth.ConsecutiveFailures, DefaultEjectFailures)
-		dur(&c.PassiveHealth.BaseEjection, DefaultBaseEjection)
-		dur(&c.PassiveHealth.MaxEjection, DefaultMaxEjection)
+		setClusterResilienceDefaults(c)
 		for j := range c.Endpoints {
 			num(&c.Endpoints[j].Weight, DefaultEndpointWeight)
 		}

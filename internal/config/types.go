@@ -163,6 +163,10 @@ type Route struct {
 	RequestHeaders HeaderOps `toml:"request_headers" json:"request_headers"`
 	// ResponseHeaders edits the response before it goes to the client.
 	ResponseHeaders HeaderOps `toml:"response_headers" json:"response_headers"`
+	// Retry is the route's retry policy (resilience.go).
+	Retry Retry `toml:"retry" json:"retry"`
+	// RateLimit is the route's local rate limit (resilience.go).
+	RateLimit RateLimit `toml:"rate_limit" json:"rate_limit"`
 	// GreenWait is the route's Green-Wait deferral (greenwait.go).
 	GreenWait RouteGreenWait `toml:"greenwait" json:"greenwait"`
 	// MaxBodyBytes bounds the request body; over it the answer is 413
@@ -205,8 +209,12 @@ type Cluster struct {
 	TLS ClusterTLS `toml:"tls" json:"tls"`
 	// Pool sizes the connection pool.
 	Pool Pool `toml:"pool" json:"pool"`
-	// PassiveHealth ejects endpoints that fail to connect.
-	PassiveHealth PassiveHealth `toml:"passive_health" json:"passive_health"`
+	// Health configures active health checks (resilience.go).
+	Health Health `toml:"health" json:"health"`
+	// Outlier ejects endpoints that fail in a row (resilience.go).
+	Outlier Outlier `toml:"outlier" json:"outlier"`
+	// CircuitBreaker caps connections, pending and active requests.
+	CircuitBreaker CircuitBreaker `toml:"circuit_breaker" json:"circuit_breaker"`
 	// Endpoints are the upstream addresses. At least one.
 	Endpoints []Endpoint `toml:"endpoints" json:"endpoints"`
 }
@@ -236,17 +244,6 @@ type Pool struct {
 	MaxConnsPerEndpoint int `toml:"max_conns_per_endpoint" json:"max_conns_per_endpoint"`
 	// IdleTimeout closes idle connections (default 90s).
 	IdleTimeout Duration `toml:"idle_timeout" json:"idle_timeout"`
-}
-
-// PassiveHealth ejects endpoints after consecutive connect failures.
-type PassiveHealth struct {
-	// ConsecutiveFailures before ejection (default 3).
-	ConsecutiveFailures int `toml:"consecutive_failures" json:"consecutive_failures"`
-	// BaseEjection is the first ejection time, doubled on each consecutive
-	// ejection (default 10s).
-	BaseEjection Duration `toml:"base_ejection" json:"base_ejection"`
-	// MaxEjection caps the ejection time (default 5m).
-	MaxEjection Duration `toml:"max_ejection" json:"max_ejection"`
 }
 
 // Endpoint is one upstream address.

@@ -197,13 +197,7 @@ func (v *validator) clusters() map[string]bool {
 		if c.Pool.MaxConnsPerEndpoint < 0 {
 			v.add(p+".pool.max_conns_per_endpoint", "must not be negative")
 		}
-		if c.PassiveHealth.ConsecutiveFailures < 1 {
-			v.add(p+".passive_health.consecutive_failures", "must be at least 1")
-		}
-		if c.PassiveHealth.MaxEjection.Duration < c.PassiveHealth.BaseEjection.Duration {
-			v.add(p+".passive_health.max_ejection", "%s is shorter than base_ejection %s",
-				c.PassiveHealth.MaxEjection.Duration, c.PassiveHealth.BaseEjection.Duration)
-		}
+		v.clusterResilience(p, &c)
 		if c.ConnectTimeout.Duration <= 0 && !c.ConnectTimeout.invalid {
 			v.add(p+".connect_timeout", "must be greater than zero")
 		}
@@ -268,6 +262,7 @@ func (v *validator) routes(clusters map[string]bool) {
 		}
 		v.headerOps(p+".request_headers", r.RequestHeaders)
 		v.headerOps(p+".response_headers", r.ResponseHeaders)
+		v.routeResilience(p, &r)
 	}
 }
 

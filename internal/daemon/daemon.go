@@ -84,6 +84,7 @@ type clusterState struct {
 	transport upstreamTransport
 	proxy     *proxy.Cluster
 	cancel    context.CancelFunc // stops Run; nil until started
+	health    *http.Transport    // carries active health checks (resilience.go)
 }
 
 type tlsState struct {
@@ -252,6 +253,8 @@ func (d *Daemon) build(cfg *config.File, prev *generation) (*generation, error) 
 			Headers: r.Match.Headers, Cluster: r.Cluster, Timeout: r.Timeout.Duration,
 			RequestHeaders:  proxy.HeaderOps(r.RequestHeaders),
 			ResponseHeaders: proxy.HeaderOps(r.ResponseHeaders),
+			Retry:           retryPolicy(r.Retry),
+			RateLimit:       proxy.RateLimit(r.RateLimit),
 			Defer:           d.greenWaitHook(cfg, r),
 		})
 	}
@@ -293,13 +296,13 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 	for _, e := range c.Endpoints {
 		eps = append(eps, balance.EndpointOptions{Address: e.Address, Region: e.Region, Zone: e.Zone, Weight: e.Weight})
 	}
+	health, healthT, err := d.healthOptions(c)
+	if err != nil {
+		return nil, err
+	}
 	bc, err := balance.New(balance.Options{
 		Name: c.Name, Endpoints: eps, Policy: balance.Policy(c.Policy),
-		Outlier: balance.OutlierOptions{
-			ConsecutiveConnectFailures: c.PassiveHealth.ConsecutiveFailures,
-			BaseEjectionTime:           c.PassiveHealth.BaseEjection.Duration,
-			MaxEjectionTime:            c.PassiveHealth.MaxEjection.Duration,
-		},
+		Health: health, Outlier: outlierOptions(c.Outlier), Breaker: breakerOptions(c.CircuitBreaker),
 		Logger: d.log, Metrics: d.metrics.balance,
 	})
 	if err != nil {
@@ -331,7 +334,7 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 		return nil, err
 	}
 	return &clusterState{
-		cfg: c, balancer: bc, transport: t,
+		cfg: c, balancer: bc, transport: t, health: healthT,
 		proxy: &proxy.Cluster{Balancer: bc, Transport: t, TLS: tlsOn},
 	}, nil
 }
@@ -341,6 +344,7 @@ func (g *generation) closeNew(prev *generation) {
 	for name, cs := range g.clusters {
 		if prev == nil || prev.clusters[name] != cs {
 			releaseTransport(cs.transport)
+			cs.closeHealth()
 		}
 	}
 	if g.closer != nil && (prev == nil || prev.closer != g.closer) {

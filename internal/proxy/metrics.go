@@ -14,6 +14,7 @@ type Metrics struct {
 	duration       *prometheus.HistogramVec
 	upstreamReqs   *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
+	res            *resilienceMetrics
 }
 
 // NewMetrics builds the metrics and registers them with reg (nil: not
@@ -37,9 +38,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "aegis_upstream_errors_total",
 			Help: "Upstream requests that failed without a response, by cluster and kind (connect, timeout, other).",
 		}, []string{"cluster", "kind"}),
+		res: newResilienceMetrics(),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.upstreamReqs, m.upstreamErrors} {
+		for _, c := range append([]prometheus.Collector{m.requests, m.duration, m.upstreamReqs, m.upstreamErrors}, m.res.collectors()...) {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -70,6 +70,11 @@ type route struct {
 	rp      *httputil.ReverseProxy
 	metrics *routeMetrics
 	cm      *clusterMetrics
+	// resilience (retry.go, ratelimit.go)
+	retry     retryPolicy
+	limiter   *rateLimiter
+	res       *routeResilience
+	endpoints int
 }
 
 var _ http.Handler = (*listenerHandler)(nil)
@@ -96,6 +101,9 @@ func New(o Options) (*Proxy, error) {
 			Route: r, m: compileMatch(r), reqOps: compileOps(r.RequestHeaders),
 			respOps: compileOps(r.ResponseHeaders), cluster: c, metrics: o.Metrics.forRoute(r.Name),
 			cm: o.Metrics.forCluster(r.Cluster),
+		}
+		if err := rt.initResilience(o.Metrics); err != nil {
+			return nil, fmt.Errorf("proxy: route %q: %w", r.Name, err)
 		}
 		rt.rp = p.reverseProxy(rt)
 		p.routes = append(p.routes, rt)
@@ -167,6 +175,8 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.jobs.ServeHTTP(rec, r)
 	case st.route == nil:
 		http.Error(rec, "no route", http.StatusNotFound)
+	case st.route.rateLimited(rec):
+		// Over the route's rate limit: answered 429 with Retry-After.
 	case st.route.Defer != nil && st.route.Defer(rec, r):
 		// Deferred (202) or refused (400, 413, 503) by the route's hook.
 	default:
@@ -310,68 +320,7 @@ func (p *Proxy) reverseProxy(rt *route) *httputil.ReverseProxy {
 // reports the outcome to the balancer.
 type pickTransport struct{ route *route }
 
-func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := t.route.cluster
-	st := stateFrom(req.Context())
-	ep, dec, err := c.Balancer.Pick()
-	if err != nil {
-		return nil, err
-	}
-	st.upstream, st.region, st.decision = ep.Address(), ep.Region(), dec
-	out := *req
-	u := *req.URL
-	u.Host = ep.Address()
-	out.URL = &u
-	cm := t.route.cm
-	if cm != nil {
-		cm.requests.Inc()
-	}
-	start := time.Now()
-	resp, err := c.Transport.RoundTrip(&out)
-	lat := time.Since(start)
-	if st.timer != nil {
-		st.timer.Stop() // headers are in: the body may take as long as it needs
-	}
-	if err != nil {
-		res := balance.Canceled
-		switch {
-		case isDialError(err):
-			res = balance.ConnectFailure
-			cm.fail(failConnect)
-		case req.Context().Err() == nil:
-			res = balance.GatewayError
-			cm.fail(failOther)
-		default:
-			if s, _ := StatusFor(req.Context(), err); s == http.StatusGatewayTimeout {
-				cm.fail(failTimeout)
-			}
-		}
-		ep.Done(balance.Outcome{Result: res, Latency: lat})
-		return nil, err
-	}
-	o := balance.Outcome{Result: balance.ResultForStatus(resp.StatusCode), Latency: lat}
-	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
-		ep.Done(o)
-		return resp, nil
-	}
-	resp.Body = &doneBody{ReadCloser: resp.Body, ep: ep, o: o}
-	return resp, nil
-}
-
-// doneBody reports the end of a request when its body is closed, so that
-// least_request counts requests until their bodies are done.
-type doneBody struct {
-	io.ReadCloser
-	ep   *balance.Endpoint
-	o    balance.Outcome
-	once sync.Once
-}
-
-func (b *doneBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(func() { b.ep.Done(b.o) })
-	return err
-}
+// RoundTrip, the per-try logic and doneBody are in retry.go.
 
 // stripH2CUpgrade removes an "Upgrade: h2c" request: a proxy must never
 // forward it (it would let a client talk HTTP/2 past the proxy's limits).

@@ -27,6 +27,10 @@ type Route struct {
 	RequestHeaders HeaderOps
 	// ResponseHeaders edits the response sent to the client.
 	ResponseHeaders HeaderOps
+	// Retry is the route's retry policy (zero: no retries); see retry.go.
+	Retry RetryPolicy
+	// RateLimit is the route's local rate limit (zero: none).
+	RateLimit RateLimit
 	// Defer, if set, is called after the route matched and before the
 	// request is proxied (the Green-Wait hook). When it returns true it has
 	// written the whole response and the request is not proxied; when
