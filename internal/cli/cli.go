@@ -39,6 +39,7 @@ Usage:
   aegis carbon now|forecast|best [--config FILE] [--json]   carbon intensity now, ahead, best window
   aegis jobs list|show|cancel|retry|purge [--admin ADDR]   Green-Wait's deferred jobs
   aegis simulate greenwait --trace CSV [--region R]         carbon saved by deferral, per priority
+  aegis simulate routing --trace CSV[,CSV...]              gCO2eq per request: least_request vs carbon vs oracle
 
 Signals (run): SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the configuration.
 `

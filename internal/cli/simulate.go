@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 )
 
 const simulateUsage = `Usage:
   aegis simulate greenwait --trace CSV [--region R] [options]   carbon saved by Green-Wait per priority tier
+  aegis simulate routing --trace CSV[,CSV...] [options]          gCO2eq per request: least_request, carbon, oracle
 
 Run "aegis simulate <what> --help" for the options.
 `
@@ -21,6 +23,8 @@ func simulateCmd(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "greenwait":
 		return simulateGreenWaitCmd(args[1:], stdout, stderr)
+	case "routing":
+		return simulateRoutingCmd(context.Background(), args[1:], stdout, stderr) // simulate_routing.go
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, simulateUsage)
 		return ExitOK

@@ -90,6 +90,7 @@ func SetDefaults(f *File) {
 		}
 	}
 	setCarbonDefaults(f)
+	setEnergyDefaults(f)
 	setGreenWaitDefaults(f)
 	setLimitsDefaults(f)
 }

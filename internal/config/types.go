@@ -24,6 +24,8 @@ type File struct {
 	Demo Demo `toml:"demo" json:"demo"`
 	// Carbon configures carbon-intensity providers per region (carbon.go).
 	Carbon Carbon `toml:"carbon" json:"carbon"`
+	// Energy configures the estimate of the proxy's own energy (energy.go).
+	Energy Energy `toml:"energy" json:"energy"`
 	// GreenWait configures deferral to low-carbon windows (greenwait.go).
 	GreenWait GreenWait `toml:"greenwait" json:"greenwait"`
 
@@ -167,6 +169,9 @@ type Route struct {
 	Retry Retry `toml:"retry" json:"retry"`
 	// RateLimit is the route's local rate limit (resilience.go).
 	RateLimit RateLimit `toml:"rate_limit" json:"rate_limit"`
+	// CarbonHeaders adds Aegis-Region and Aegis-Carbon-Intensity to
+	// responses (default false; energy.go).
+	CarbonHeaders bool `toml:"carbon_headers" json:"carbon_headers"`
 	// GreenWait is the route's Green-Wait deferral (greenwait.go).
 	GreenWait RouteGreenWait `toml:"greenwait" json:"greenwait"`
 	// MaxBodyBytes bounds the request body; over it the answer is 413
@@ -198,7 +203,8 @@ type HeaderOps struct {
 type Cluster struct {
 	// Name identifies the cluster. Required, unique.
 	Name string `toml:"name" json:"name"`
-	// Policy picks an endpoint: round_robin (default) or least_request.
+	// Policy picks an endpoint: round_robin (default), least_request or
+	// carbon.
 	Policy string `toml:"policy" json:"policy"`
 	// Protocol spoken upstream: h1 (default), h2c, https (TLS, ALPN h2 or
 	// HTTP/1.1), h2 (TLS, HTTP/2 only) or h3 (HTTP/3 over QUIC).
@@ -215,6 +221,13 @@ type Cluster struct {
 	Outlier Outlier `toml:"outlier" json:"outlier"`
 	// CircuitBreaker caps connections, pending and active requests.
 	CircuitBreaker CircuitBreaker `toml:"circuit_breaker" json:"circuit_breaker"`
+	// LocalZone is the zone this proxy runs in; endpoints in it are preferred
+	// while within the latency budget (default "": no locality; energy.go).
+	LocalZone string `toml:"local_zone" json:"local_zone"`
+	// Carbon holds the carbon policy's guardrails (energy.go).
+	Carbon ClusterCarbon `toml:"carbon" json:"carbon"`
+	// Energy is the upstream energy model (energy.go).
+	Energy ClusterEnergy `toml:"energy" json:"energy"`
 	// Endpoints are the upstream addresses. At least one.
 	Endpoints []Endpoint `toml:"endpoints" json:"endpoints"`
 }

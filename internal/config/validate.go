@@ -16,7 +16,7 @@ import (
 var (
 	PQPolicies       = []string{"require", "prefer", "audit", "off"}
 	ListenProtocols  = []string{"h1", "h2", "h2c", "h3"}
-	ClusterPolicies  = []string{"round_robin", "least_request"}
+	ClusterPolicies  = []string{"round_robin", "least_request", "carbon"}
 	ClusterProtocols = []string{"h1", "h2c", "https", "h2", "h3"}
 	LogLevels        = []string{"debug", "info", "warn", "error"}
 	LogFormats       = []string{"text", "json"}
@@ -52,6 +52,7 @@ func (f *File) Validate() error {
 	v.routes(clusters)
 	v.demo()
 	v.carbon()
+	v.energy()
 	v.greenwait()
 	v.limits()
 	return errors.Join(v.problems...)

@@ -55,6 +55,7 @@ type Daemon struct {
 	runCtx    context.Context // lifetime of Run; nil before
 	running   bool
 	carbon    carbonHub       // the current carbon tracker (carbon.go)
+	energy    *energyState    // the process's energy meter (energy.go)
 	gw        *greenWaitState // Green-Wait, once a route enables it (greenwait.go)
 
 	wg sync.WaitGroup // every goroutine the daemon starts
@@ -65,6 +66,7 @@ type metricsSet struct {
 	balance *balance.Metrics
 	tls     *pqtls.Metrics
 	h3      *server.H3Metrics
+	server  *server.Metrics
 }
 
 // generation is the part of the graph rebuilt by a reload.
@@ -126,8 +128,14 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("register balance metrics: %w", err)
 	}
 	d.metrics.tls = pqtls.NewMetrics(d.registry)
+	if d.metrics.server, err = server.NewMetrics(d.registry); err != nil {
+		return nil, fmt.Errorf("register server metrics: %w", err)
+	}
 	if d.metrics.h3, err = server.NewH3Metrics(d.registry); err != nil {
 		return nil, fmt.Errorf("register quic metrics: %w", err)
+	}
+	if err := d.initEnergy(cfg); err != nil {
+		return nil, err
 	}
 
 	if err := pqtls.CheckPQ(ctx); err != nil {
@@ -239,7 +247,8 @@ func (d *Daemon) build(cfg *config.File, prev *generation) (*generation, error) 
 			Name: l.Name, Policy: pol, CertFile: l.TLS.CertFile, KeyFile: l.TLS.KeyFile,
 			MinVersion: l.TLS.MinVersion, NextProtos: protos, ClientCAFile: l.TLS.ClientCAFile,
 			RequireClientCert: l.TLS.RequireClientCert, AllowedIdentities: l.TLS.AllowedIdentities,
-			Logger: d.log, Metrics: d.metrics.tls,
+			SessionTicketRotation: l.TLS.SessionTicketRotation.Duration,
+			Logger:                d.log, Metrics: d.metrics.tls,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: %w", l.Name, err)
@@ -256,6 +265,8 @@ func (d *Daemon) build(cfg *config.File, prev *generation) (*generation, error) 
 			Retry:           retryPolicy(r.Retry),
 			RateLimit:       proxy.RateLimit(r.RateLimit),
 			Defer:           d.greenWaitHook(cfg, r),
+			CarbonHeaders:   r.CarbonHeaders,
+			MaxBodyBytes:    r.MaxBodyBytes,
 		})
 	}
 	clusters := make(map[string]*proxy.Cluster, len(g.clusters))
@@ -265,7 +276,7 @@ func (d *Daemon) build(cfg *config.File, prev *generation) (*generation, error) 
 	jobs, jobsPrefix := d.greenWaitJobs()
 	g.proxy, err = proxy.New(proxy.Options{
 		Routes: routes, Clusters: clusters, Logger: d.log, AccessLog: g.accessLog, Metrics: d.metrics.proxy,
-		Jobs: jobs, JobsPrefix: jobsPrefix,
+		Jobs: jobs, JobsPrefix: jobsPrefix, Energy: d.energy.meter,
 	})
 	if err != nil {
 		return nil, err
@@ -300,8 +311,10 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 	if err != nil {
 		return nil, err
 	}
+	carbonOpts, intensity := d.carbonRouting(c)
 	bc, err := balance.New(balance.Options{
 		Name: c.Name, Endpoints: eps, Policy: balance.Policy(c.Policy),
+		LocalZone: c.LocalZone, Carbon: carbonOpts, Intensity: intensity,
 		Health: health, Outlier: outlierOptions(c.Outlier), Breaker: breakerOptions(c.CircuitBreaker),
 		Logger: d.log, Metrics: d.metrics.balance,
 	})
@@ -335,7 +348,7 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 	}
 	return &clusterState{
 		cfg: c, balancer: bc, transport: t, health: healthT,
-		proxy: &proxy.Cluster{Balancer: bc, Transport: t, TLS: tlsOn},
+		proxy: &proxy.Cluster{Balancer: bc, Transport: t, TLS: tlsOn, Energy: upstreamEnergy(c)},
 	}, nil
 }
 
@@ -366,6 +379,7 @@ func (d *Daemon) serverOptions(l config.Listener, g *generation) server.Options 
 		},
 		Logger: d.log,
 	}
+	d.applyLimits(&o, l)
 	pl := proxy.Listener{Name: l.Name, TLS: l.TLS != nil}
 	for _, c := range l.TrustedProxies {
 		if p, err := netip.ParsePrefix(c); err == nil {
@@ -405,7 +419,7 @@ func (d *Daemon) bind(cfg *config.File, g *generation) error {
 	}
 	admin, err := server.New(server.Options{
 		Name: "admin", Address: cfg.Admin.Address, Protocols: []string{"h1"},
-		Handler: d.adminHandler(), Logger: d.log,
+		Handler: d.adminHandler(cfg), Logger: d.log,
 	})
 	if err != nil {
 		return fail(err)
@@ -469,6 +483,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.demo = demo
 	d.startGeneration(ctx, d.gen)
+	d.startEnergy(ctx)
 	serveErr := make(chan error, len(d.listeners)+1)
 	for _, s := range append(d.serversLocked(), d.admin) {
 		d.serve(s, serveErr)
@@ -579,6 +594,7 @@ func (d *Daemon) shutdown(ctx context.Context) {
 	wg.Wait()
 	d.stopGreenWait() // listeners drained: stop releases, close the store
 	gen.stopParts(nil)
+	d.stopEnergy()
 	demo.close()
 	d.wg.Wait()
 	gen.close()
@@ -649,6 +665,7 @@ func (d *Daemon) Reload() error {
 	d.mu.Unlock()
 	d.startGreenWait(ctx) // a reload may have enabled Green-Wait
 	d.retire(prev, g, cfg.Shutdown.GracePeriod.Duration)
+	d.energyReloaded(cfg)
 	d.log.Info("configuration reloaded", "listeners", len(cfg.Listeners), "routes", len(cfg.Routes), "clusters", len(cfg.Clusters))
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/balance"
+	"github.com/aegis-flow/aegis/internal/telemetry"
 )
 
 // Cluster is a balance.Cluster with the transport that reaches its
@@ -27,6 +28,8 @@ type Cluster struct {
 	Transport http.RoundTripper
 	// TLS says whether endpoints are reached over TLS (https URLs).
 	TLS bool
+	// Energy is the upstream energy model (zero: none; carbon.go).
+	Energy UpstreamEnergy
 }
 
 // Options configures a Proxy.
@@ -41,6 +44,9 @@ type Options struct {
 	AccessLog *slog.Logger
 	// Metrics are the request metrics (nil: none).
 	Metrics *Metrics
+	// Energy accounts energy and carbon per route and region (nil: none;
+	// carbon.go).
+	Energy *telemetry.Meter
 	// Jobs serves requests whose path starts with JobsPrefix, before route
 	// matching (the Green-Wait job API; nil: none). Its requests are
 	// counted under the route label "jobs".
@@ -70,11 +76,13 @@ type route struct {
 	rp      *httputil.ReverseProxy
 	metrics *routeMetrics
 	cm      *clusterMetrics
+	carbon  *routeCarbon // energy accounting and headers (carbon.go)
 	// resilience (retry.go, ratelimit.go)
 	retry     retryPolicy
 	limiter   *rateLimiter
 	res       *routeResilience
 	endpoints int
+	body      *bodyMetrics // bodylimit.go
 }
 
 var _ http.Handler = (*listenerHandler)(nil)
@@ -100,11 +108,12 @@ func New(o Options) (*Proxy, error) {
 		rt := &route{
 			Route: r, m: compileMatch(r), reqOps: compileOps(r.RequestHeaders),
 			respOps: compileOps(r.ResponseHeaders), cluster: c, metrics: o.Metrics.forRoute(r.Name),
-			cm: o.Metrics.forCluster(r.Cluster),
+			cm: o.Metrics.forCluster(r.Cluster), body: o.Metrics.forBody(r.Name),
 		}
 		if err := rt.initResilience(o.Metrics); err != nil {
 			return nil, fmt.Errorf("proxy: route %q: %w", r.Name, err)
 		}
+		rt.carbon = newRouteCarbon(o.Energy, r, c)
 		rt.rp = p.reverseProxy(rt)
 		p.routes = append(p.routes, rt)
 	}
@@ -138,6 +147,8 @@ type reqState struct {
 	upstream string
 	region   string
 	decision balance.Decision
+	energy   float64 // estimated joules (carbon.go)
+	avoided  float64 // estimated grams avoided (carbon.go)
 	timer    *time.Timer
 	status   int // set by the error handler when nothing is written (499)
 }
@@ -177,6 +188,8 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(rec, "no route", http.StatusNotFound)
 	case st.route.rateLimited(rec):
 		// Over the route's rate limit: answered 429 with Retry-After.
+	case st.route.refuseBody(rec, r):
+		// Declared body over the route's limit: answered 413.
 	case st.route.Defer != nil && st.route.Defer(rec, r):
 		// Deferred (202) or refused (400, 413, 503) by the route's hook.
 	default:
@@ -208,6 +221,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rm = p.jobsRM
 	}
 	rm.observe(status, d)
+	if st.route != nil {
+		st.route.carbon.observe(st, r, rec.bytes, d)
+	}
 	if p.accessLog != nil {
 		p.logAccess(r, st, status, rec.bytes, d)
 	}
@@ -237,6 +253,7 @@ func (p *Proxy) logAccess(r *http.Request, st *reqState, status int, bytes int64
 		slog.String("protocol", r.Proto),
 		slog.String("tls_group", group),
 		slog.String("remote", r.RemoteAddr),
+		carbonAttr(st),
 	)
 }
 
@@ -295,6 +312,7 @@ func (p *Proxy) reverseProxy(rt *route) *httputil.ReverseProxy {
 			if !rt.respOps.empty() {
 				rt.respOps.apply(resp.Header)
 			}
+			rt.carbon.setCarbonHeaders(resp)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -27,10 +27,16 @@ type Route struct {
 	RequestHeaders HeaderOps
 	// ResponseHeaders edits the response sent to the client.
 	ResponseHeaders HeaderOps
+	// CarbonHeaders adds Aegis-Region and Aegis-Carbon-Intensity to
+	// responses from an upstream (carbon.go).
+	CarbonHeaders bool
 	// Retry is the route's retry policy (zero: no retries); see retry.go.
 	Retry RetryPolicy
 	// RateLimit is the route's local rate limit (zero: none).
 	RateLimit RateLimit
+	// MaxBodyBytes bounds the request body: over it the answer is 413
+	// (0 or negative: no limit; bodylimit.go).
+	MaxBodyBytes int64
 	// Defer, if set, is called after the route matched and before the
 	// request is proxied (the Green-Wait hook). When it returns true it has
 	// written the whole response and the request is not proxied; when
