@@ -15,6 +15,7 @@ type Metrics struct {
 	upstreamReqs   *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
 	res            *resilienceMetrics
+	body           *prometheus.CounterVec // bodylimit.go
 }
 
 // NewMetrics builds the metrics and registers them with reg (nil: not
@@ -38,10 +39,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "aegis_upstream_errors_total",
 			Help: "Upstream requests that failed without a response, by cluster and kind (connect, timeout, other).",
 		}, []string{"cluster", "kind"}),
-		res: newResilienceMetrics(),
+		res:  newResilienceMetrics(),
+		body: newBodyCounter(),
 	}
 	if reg != nil {
-		for _, c := range append([]prometheus.Collector{m.requests, m.duration, m.upstreamReqs, m.upstreamErrors}, m.res.collectors()...) {
+		for _, c := range append([]prometheus.Collector{m.requests, m.duration, m.upstreamReqs, m.upstreamErrors, m.body}, m.res.collectors()...) {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

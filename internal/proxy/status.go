@@ -20,6 +20,9 @@ var errRouteTimeout = errors.New("route timeout")
 // gets, and a short client-safe text. ctx is the request's context, used to
 // tell a client that left from an upstream that failed.
 func StatusFor(ctx context.Context, err error) (int, string) {
+	if be, ok := errors.AsType[*BodyError](err); ok {
+		return be.Status, be.text()
+	}
 	switch {
 	case errors.Is(context.Cause(ctx), errRouteTimeout) || errors.Is(err, errRouteTimeout):
 		return http.StatusGatewayTimeout, "upstream timed out"
