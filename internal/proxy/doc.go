@@ -7,6 +7,8 @@
 // For every request the handler returned by [Proxy.Handler]:
 //
 //   - matches routes in configuration order; no match is a 404;
+//   - answers 429 with Retry-After when the route's token bucket is empty
+//     (RateLimit), right after the match;
 //   - strips hop-by-hop headers (ReverseProxy does) and never forwards an
 //     "Upgrade: h2c" (or its HTTP2-Settings); WebSocket upgrades pass;
 //   - sets X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host: a client's
@@ -14,7 +16,13 @@
 //     the listener's trusted proxies, and replaced otherwise;
 //   - applies the route's request header edits (remove, set, add), and its
 //     response header edits on the way back;
-//   - bounds the time until response headers by the route timeout; the body
+//   - retries a failed try on another endpoint when the route's RetryPolicy
+//     allows it: a listed condition, an idempotent method (unless opted in), a
+//     replayable body (none, or a known length up to 64 KiB, then buffered),
+//     attempts left and retry budget left; an optional per-try timeout cuts
+//     slow tries; jittered backoff separates tries;
+//   - bounds the time until response headers by the route timeout (all tries
+//     and backoffs together); the body
 //     then streams without buffering, flushed as it comes for event streams
 //     and unknown-length bodies; trailers pass both ways;
 //   - maps every failure to one status in [StatusFor]: dial failure 502, no

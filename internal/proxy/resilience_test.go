@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,10 +11,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
 
 	"github.com/aegis-flow/aegis/internal/balance"
 )
@@ -597,4 +602,75 @@ func BenchmarkRetryBudget(b *testing.B) {
 		bud.request()
 		bud.withdraw()
 	}
+}
+
+func TestRetryReason(t *testing.T) {
+	all := retryPolicy{on: condConnect | condRefused | condReset | cond502 | cond503 | cond504}
+	none := retryPolicy{}
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	resp := func(code int) *http.Response { return &http.Response{StatusCode: code} }
+	tests := []struct {
+		name string
+		p    retryPolicy
+		r    tryResult
+		want string
+	}{
+		{"connect failure", all, tryResult{err: dial}, RetryConnectFailure},
+		{"connect failure not listed", none, tryResult{err: dial}, ""},
+		{"refused stream", all, tryResult{err: fmt.Errorf("wrapped: %w", http2.StreamError{Code: http2.ErrCodeRefusedStream})}, RetryRefusedStream},
+		{"stream reset", all, tryResult{err: http2.StreamError{Code: http2.ErrCodeCancel}}, RetryReset},
+		{"connection reset", all, tryResult{err: &net.OpError{Op: "read", Err: syscall.ECONNRESET}}, RetryReset},
+		{"closed before response", all, tryResult{err: fmt.Errorf("transport: %w", io.EOF)}, RetryReset},
+		{"per-try timeout retried without listing", none, tryResult{err: errPerTryTimeout, perTryTimeout: true}, retryPerTryTimeout},
+		{"circuit open never", all, tryResult{err: balance.ErrCircuitOpen}, ""},
+		{"no healthy endpoint never", all, tryResult{err: balance.ErrNoHealthyEndpoint}, ""},
+		{"502", all, tryResult{resp: resp(502)}, "502"},
+		{"503", all, tryResult{resp: resp(503)}, "503"},
+		{"504", all, tryResult{resp: resp(504)}, "504"},
+		{"503 not listed", none, tryResult{resp: resp(503)}, ""},
+		{"500 never", all, tryResult{resp: resp(500)}, ""},
+		{"200", all, tryResult{resp: resp(200)}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.p.reason(context.Background(), tt.r); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got := all.reason(ctx, tryResult{err: dial}); got != "" {
+		t.Errorf("after the request ended: got %q, want no retry", got)
+	}
+}
+
+// TestBackoffJitter checks, on a fake clock, that each wait stays within
+// min(base × 2^(n-1), max) and that a done context ends the wait.
+func TestBackoffJitter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := retryPolicy{base: 10 * time.Millisecond, maxDelay: 50 * time.Millisecond}
+		for n := 1; n <= 6; n++ {
+			ceiling := min(p.base<<(n-1), p.maxDelay)
+			for range 20 {
+				start := time.Now()
+				if err := p.wait(context.Background(), n); err != nil {
+					t.Fatal(err)
+				}
+				if d := time.Since(start); d > ceiling {
+					t.Fatalf("retry %d waited %v, want at most %v", n, d, ceiling)
+				}
+			}
+		}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(errRouteTimeout)
+		long := retryPolicy{base: time.Hour, maxDelay: time.Hour}
+		var err error
+		for err == nil { // a zero draw returns at once; any other waits on ctx
+			err = long.wait(ctx, 1)
+		}
+		if !errors.Is(err, errRouteTimeout) {
+			t.Errorf("wait on a done context: got %v, want the route timeout", err)
+		}
+	})
 }

@@ -450,29 +450,20 @@ func (b *doneBody) Close() error {
 }
 
 // attempt is the per-try state: its context's cancel function and the
-// connection-wait hooks that enforce the cluster's max_pending. Attempts
-// are pooled; their trace hooks are bound once.
+// connection-wait hooks that enforce the cluster's max_pending. Attempts are
+// not pooled: net/http keeps dialing after a request ends (for the next
+// one), with the request's context values, so a trace may be read after
+// its try.
 type attempt struct {
 	cl     *balance.Cluster
 	cancel context.CancelCauseFunc
 	held   atomic.Bool // a pending slot is held
-	// trace is reset for every try: httptrace composes it with the trace
-	// already in the context (ReverseProxy's), writing into it.
-	trace     httptrace.ClientTrace
-	getConnFn func(string)
-	gotConnFn func(httptrace.GotConnInfo)
+	trace  httptrace.ClientTrace
 }
 
-var attempts = sync.Pool{New: func() any {
-	a := new(attempt)
-	a.getConnFn, a.gotConnFn = a.getConn, a.gotConn
-	return a
-}}
-
 func getAttempt(cl *balance.Cluster) *attempt {
-	a := attempts.Get().(*attempt)
-	a.cl = cl
-	a.trace = httptrace.ClientTrace{GetConn: a.getConnFn, GotConn: a.gotConnFn}
+	a := &attempt{cl: cl}
+	a.trace.GetConn, a.trace.GotConn = a.getConn, a.gotConn
 	return a
 }
 
@@ -497,12 +488,8 @@ func (a *attempt) release() {
 	}
 }
 
-// finish cancels the try's context and returns a to the pool.
-func (a *attempt) finish() {
-	a.cancel(nil)
-	a.cancel, a.cl = nil, nil
-	attempts.Put(a)
-}
+// finish cancels the try's context.
+func (a *attempt) finish() { a.cancel(nil) }
 
 // retryBudget caps retries at a ratio of requests over a sliding window of
 // one-second slots, plus a minimum rate. Counting is approximate under
