@@ -7,11 +7,13 @@ import (
 	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/aegis-flow/aegis/internal/config"
 )
 
 // adminHandler serves the admin API. It reads the daemon's current state on
 // every request, so reloads show at once.
-func (d *Daemon) adminHandler() http.Handler {
+func (d *Daemon) adminHandler(cfg *config.File) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -30,7 +32,7 @@ func (d *Daemon) adminHandler() http.Handler {
 	mux.Handle("GET /emissions/", d.carbonHTTP()) // Carbon-Aware-SDK subset
 	mux.Handle("/jobs", d.greenWaitAdmin())       // greenwait.go
 	mux.Handle("/jobs/", d.greenWaitAdmin())      // list, show, cancel, retry, purge
-	if d.Config().Admin.Profiling {
+	if cfg.Admin.Profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -97,6 +97,8 @@ type Server struct {
 	opts    Options
 	started bool
 	stopped bool
+	// stopping is closed by Shutdown and Close, ending drain waits early.
+	stopping chan struct{}
 
 	wg sync.WaitGroup // generations' Serve goroutines and drains
 
@@ -124,7 +126,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", o.Name, err)
 	}
-	s := &Server{name: o.Name, ln: ln, log: o.Logger, opts: o, adm: &admission{}, metrics: o.Metrics.forListener(o.Name)}
+	s := &Server{name: o.Name, ln: ln, stopping: make(chan struct{}), log: o.Logger, opts: o, adm: &admission{}, metrics: o.Metrics.forListener(o.Name)}
 	s.adm.set(o.Limits)
 	s.cur = s.newGeneration(o)
 	return s, nil
@@ -292,7 +294,9 @@ func (s *Server) startLocked(g *generation) {
 		ln = tls.NewListener(ln, g.srv.TLSConfig)
 	}
 	s.wg.Go(func() {
-		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// A replaced generation's Serve ends with net.ErrClosed while its
+		// connections carry on; that is not an error.
+		if err := g.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("listener generation stopped", "listener", s.name, "err", err)
 		}
 	})
@@ -324,9 +328,30 @@ func (s *Server) Update(o Options, grace time.Duration) error {
 	if s.started {
 		s.startLocked(g)
 	}
+	// The old generation stops accepting but keeps its connections, now
+	// with the new handler. HTTP/1.x responses on them say "Connection:
+	// close", so each client moves to the new generation after a complete
+	// answer: closing idle keep-alive connections here would race with
+	// clients reusing them, and a reused POST is not retried. After the
+	// grace period whatever is left is shut down (HTTP/2 with GOAWAY).
+	next := o.Handler
+	closing := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	}))
+	old.handler.Store(&closing)
 	old.close()
 	s.old = append(s.old, old)
+	stopping := s.stopping
 	s.wg.Go(func() {
+		t := time.NewTimer(grace)
+		select {
+		case <-t.C:
+		case <-stopping:
+		}
+		t.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
 		if err := old.srv.Shutdown(ctx); err != nil {
@@ -381,6 +406,7 @@ func (s *Server) stop() []*generation {
 	defer s.mu.Unlock()
 	if !s.stopped {
 		s.stopped = true
+		close(s.stopping)
 		s.ln.Close()
 	}
 	gens := append([]*generation{s.cur}, s.old...)
