@@ -363,8 +363,11 @@ func unwrapLimit(c net.Conn) (*limitConn, bool) {
 // smuggling verdict), then applies the caller's ConnContext.
 func connContext(next func(context.Context, net.Conn) context.Context) func(context.Context, net.Conn) context.Context {
 	return func(ctx context.Context, c net.Conn) context.Context {
-		if hc, ok := c.(*h1Conn); ok {
+		switch hc := c.(type) {
+		case *h1Conn:
 			ctx = context.WithValue(ctx, connKey{}, hc)
+		case *tlsH1Conn:
+			ctx = context.WithValue(ctx, connKey{}, hc.h1Conn)
 		}
 		if next != nil {
 			ctx = next(ctx, c)

@@ -115,6 +115,9 @@ type generation struct {
 	once    sync.Once
 	addr    net.Addr
 	wrap    func(net.Conn) net.Conn // per-connection wrapper (smuggling guard)
+	// handshake: the server runs TLS handshakes itself (tlsconn.go).
+	handshake        bool
+	handshakeTimeout time.Duration
 }
 
 // New validates o and binds the socket. Call Serve to start serving.
@@ -223,6 +226,8 @@ func (s *Server) newGeneration(o Options) *generation {
 		// A clone per generation: net/http writes its ALPN defaults into
 		// the config it serves with, and generations overlap on reload.
 		g.srv.TLSConfig = o.TLS.Clone()
+		g.handshake = !o.Limits.DisableSmugglingGuard
+		g.handshakeTimeout = o.ReadHeaderTimeout
 	} else if !o.Limits.DisableSmugglingGuard {
 		g.wrap = func(c net.Conn) net.Conn { return &h1Conn{Conn: c} }
 	}
@@ -269,28 +274,37 @@ func (s *Server) Serve() error {
 		s.mu.Lock()
 		g := s.cur
 		s.mu.Unlock()
-		select {
-		case g.conns <- c:
-		case <-g.closed:
-			// The generation was replaced between the load and the send;
-			// hand the connection to the current one.
-			s.mu.Lock()
-			g = s.cur
-			s.mu.Unlock()
-			select {
-			case g.conns <- c:
-			case <-g.closed:
-				c.Close()
-			}
+		if g.handshake {
+			// TLS handshakes run beside the accept loop (tlsconn.go).
+			s.wg.Go(func() { s.handshake(g, c) })
+			continue
 		}
+		s.deliver(g, c)
 	}
 	s.wg.Wait()
 	return err
 }
 
+// deliver hands c to generation g, or to the current one when g was
+// replaced meanwhile.
+func (s *Server) deliver(g *generation, c net.Conn) {
+	select {
+	case g.conns <- c:
+	case <-g.closed:
+		s.mu.Lock()
+		g = s.cur
+		s.mu.Unlock()
+		select {
+		case g.conns <- c:
+		case <-g.closed:
+			c.Close()
+		}
+	}
+}
+
 func (s *Server) startLocked(g *generation) {
 	var ln net.Listener = &chanListener{g: g}
-	if g.srv.TLSConfig != nil {
+	if g.srv.TLSConfig != nil && !g.handshake {
 		ln = tls.NewListener(ln, g.srv.TLSConfig)
 	}
 	s.wg.Go(func() {
