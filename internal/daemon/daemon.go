@@ -86,7 +86,7 @@ type clusterState struct {
 	transport upstreamTransport
 	proxy     *proxy.Cluster
 	cancel    context.CancelFunc // stops Run; nil until started
-	health    *http.Transport    // carries active health checks (resilience.go)
+	health    upstreamTransport  // carries active health checks (resilience.go)
 }
 
 type tlsState struct {

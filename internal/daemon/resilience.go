@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/balance"
@@ -15,9 +14,8 @@ import (
 // Checks get their own transport speaking the cluster's protocol and TLS
 // policy, without the circuit breaker's connection hooks: a check must
 // neither take a slot from requests nor be refused by a full breaker. The
-// transport is nil when checks are off. HTTP/3 clusters are checked over
-// TLS on TCP (ALPN h2 or HTTP/1.1), as their endpoints serve both.
-func (d *Daemon) healthOptions(c config.Cluster) (balance.HealthOptions, *http.Transport, error) {
+// transport is nil when checks are off.
+func (d *Daemon) healthOptions(c config.Cluster) (balance.HealthOptions, upstreamTransport, error) {
 	h := c.Health
 	if h.Path == "" {
 		return balance.HealthOptions{}, nil, nil
@@ -26,16 +24,12 @@ func (d *Daemon) healthOptions(c config.Cluster) (balance.HealthOptions, *http.T
 	if err != nil {
 		return balance.HealthOptions{}, nil, fmt.Errorf("health: %w", err)
 	}
-	proto := c.Protocol
-	if proto == "h3" {
-		proto = proxy.ProtoHTTPS
-	}
 	topts := proxy.TransportOptions{
-		Protocol: proto, ConnectTimeout: min(c.ConnectTimeout.Duration, h.Timeout.Duration),
+		Protocol: c.Protocol, ConnectTimeout: min(c.ConnectTimeout.Duration, h.Timeout.Duration),
 		MaxIdlePerEndpoint: 1, IdleTimeout: h.Interval.Duration + h.Timeout.Duration + time.Second,
 	}
 	scheme := "http"
-	if proto == proxy.ProtoHTTPS || proto == proxy.ProtoH2 {
+	if c.Protocol == proxy.ProtoHTTPS || c.Protocol == proxy.ProtoH2 || c.Protocol == proxy.ProtoH3 {
 		scheme = "https"
 		pol, err := pqtls.ParsePolicy(c.TLS.PQ)
 		if err != nil {
@@ -50,7 +44,7 @@ func (d *Daemon) healthOptions(c config.Cluster) (balance.HealthOptions, *http.T
 			return balance.HealthOptions{}, nil, fmt.Errorf("health: %w", err)
 		}
 	}
-	t, err := proxy.NewTransport(topts)
+	t, err := newClusterTransport(topts)
 	if err != nil {
 		return balance.HealthOptions{}, nil, fmt.Errorf("health: %w", err)
 	}
@@ -93,6 +87,6 @@ func retryPolicy(r config.Retry) proxy.RetryPolicy {
 // closeHealth releases a retired cluster's health-check connections.
 func (cs *clusterState) closeHealth() {
 	if cs.health != nil {
-		cs.health.CloseIdleConnections()
+		releaseTransport(cs.health)
 	}
 }

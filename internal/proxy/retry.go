@@ -165,6 +165,9 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := t.route
 	st := stateFrom(req.Context())
 	p := &rt.retry
+	if p.budget != nil {
+		p.budget.request() // every request of the route earns budget
+	}
 	if p.attempts <= 1 || !(p.nonIdempotent || idempotent(req.Method)) {
 		return t.finish(st, t.try(req, nil))
 	}
@@ -174,7 +177,6 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	p.budget.request()
 	var last *balance.Endpoint
 	for n := 1; ; n++ {
 		r := t.try(req, last)
