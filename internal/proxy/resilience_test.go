@@ -674,3 +674,53 @@ func TestBackoffJitter(t *testing.T) {
 		}
 	})
 }
+
+// TestRouteTimeoutBoundsAllTries: the route timeout ends the retries even
+// when attempts remain.
+func TestRouteTimeoutBoundsAllTries(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	slow := newCounted(t, "slow", 200, func(w http.ResponseWriter, r *http.Request) bool {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+		return false
+	})
+	f := newResFixture(t, resOptions{
+		route: Route{Timeout: 500 * time.Millisecond, Retry: RetryPolicy{
+			Attempts: 10, PerTryTimeout: 200 * time.Millisecond, BackoffBase: time.Microsecond,
+		}},
+		endpoints: []string{slow.addr()},
+	})
+	if code, _, _ := do(t, "GET", f.front.URL+"/", ""); code != http.StatusGatewayTimeout {
+		t.Errorf("status: got %d, want 504", code)
+	}
+	if got := slow.hits.Load(); got < 2 || got > 3 {
+		t.Errorf("tries within the route timeout: got %d, want 2 or 3 of the 10 allowed", got)
+	}
+}
+
+// TestRateLimiterConcurrent: at one instant, concurrent callers get exactly
+// the burst.
+func TestRateLimiterConcurrent(t *testing.T) {
+	l, err := newRateLimiter(RateLimit{RequestsPerSecond: 1, Burst: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				if ok, _ := l.allow(0); ok {
+					admitted.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := admitted.Load(); got != 50 {
+		t.Errorf("admitted: got %d, want the burst 50", got)
+	}
+}
