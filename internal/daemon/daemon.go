@@ -276,7 +276,7 @@ func (d *Daemon) build(cfg *config.File, prev *generation) (*generation, error) 
 	jobs, jobsPrefix := d.greenWaitJobs()
 	g.proxy, err = proxy.New(proxy.Options{
 		Routes: routes, Clusters: clusters, Logger: d.log, AccessLog: g.accessLog, Metrics: d.metrics.proxy,
-		Jobs: jobs, JobsPrefix: jobsPrefix, Energy: d.energy.meter,
+		Jobs: jobs, JobsPrefix: jobsPrefix, Energy: d.energy.routeMeter,
 	})
 	if err != nil {
 		return nil, err

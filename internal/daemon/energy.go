@@ -91,3 +91,17 @@ func (d *Daemon) carbonRouting(c config.Cluster) (balance.CarbonOptions, balance
 func upstreamEnergy(c config.Cluster) proxy.UpstreamEnergy {
 	return proxy.UpstreamEnergy{JoulesPerRequest: c.Energy.JoulesPerRequest, Watts: c.Energy.Watts}
 }
+
+// routeMeter adapts the telemetry meter to the proxy's EnergyMeter.
+func (es *energyState) routeMeter(route string) proxy.EnergyMeter {
+	if es == nil || es.meter == nil {
+		return nil
+	}
+	return routeEnergy{es.meter.Route(route)}
+}
+
+type routeEnergy struct{ m *telemetry.RouteMeter }
+
+func (r routeEnergy) Observe(s proxy.EnergySample) float64 {
+	return r.m.Observe(telemetry.Observation(s))
+}

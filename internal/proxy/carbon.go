@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/aegis-flow/aegis/internal/telemetry"
 )
 
 // Response headers of routes with CarbonHeaders.
@@ -30,17 +28,42 @@ func (u UpstreamEnergy) Joules(d time.Duration) float64 {
 	return u.JoulesPerRequest + u.Watts*d.Seconds()
 }
 
+// EnergySample is what the proxy knows about one finished request for
+// energy accounting.
+type EnergySample struct {
+	// Bytes is the request and response body bytes proxied.
+	Bytes int64
+	// Region is the serving endpoint's region ("" when none was reached).
+	Region string
+	// UpstreamJoules is the upstream energy from the cluster's model.
+	UpstreamJoules float64
+	// Intensity is Region's intensity at decision time, gCO2eq/kWh;
+	// IntensityKnown says whether it is known.
+	Intensity      float64
+	IntensityKnown bool
+	// AvoidedGrams is the gCO2eq saved against least_request (may be
+	// negative).
+	AvoidedGrams float64
+}
+
+// EnergyMeter accounts the requests of one route and returns a request's
+// estimated energy in joules. It is called once per request and must not
+// block; the daemon wires telemetry's meter into it.
+type EnergyMeter interface {
+	Observe(EnergySample) float64
+}
+
 // routeCarbon is a route's energy and carbon accounting.
 type routeCarbon struct {
-	meter   *telemetry.RouteMeter // nil: no energy accounting
+	meter   EnergyMeter // nil: no energy accounting
 	model   UpstreamEnergy
 	headers bool
 }
 
-func newRouteCarbon(m *telemetry.Meter, r Route, c *Cluster) *routeCarbon {
+func newRouteCarbon(meterFor func(route string) EnergyMeter, r Route, c *Cluster) *routeCarbon {
 	rc := &routeCarbon{model: c.Energy, headers: r.CarbonHeaders}
-	if m != nil {
-		rc.meter = m.Route(r.Name)
+	if meterFor != nil {
+		rc.meter = meterFor(r.Name)
 	}
 	if rc.meter == nil && !rc.headers {
 		return nil
@@ -54,7 +77,7 @@ func (rc *routeCarbon) observe(st *reqState, r *http.Request, respBytes int64, d
 	if rc == nil || rc.meter == nil {
 		return
 	}
-	o := telemetry.Observation{Bytes: respBytes + max(r.ContentLength, 0)}
+	o := EnergySample{Bytes: respBytes + max(r.ContentLength, 0)}
 	if st.region != "" || st.upstream != "" {
 		dec := &st.decision
 		o.Region = st.region

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/balance"
-	"github.com/aegis-flow/aegis/internal/telemetry"
 )
 
 // Cluster is a balance.Cluster with the transport that reaches its
@@ -44,9 +43,9 @@ type Options struct {
 	AccessLog *slog.Logger
 	// Metrics are the request metrics (nil: none).
 	Metrics *Metrics
-	// Energy accounts energy and carbon per route and region (nil: none;
-	// carbon.go).
-	Energy *telemetry.Meter
+	// Energy returns the energy meter of a route (nil func or nil meter:
+	// no energy accounting; see carbon.go).
+	Energy func(route string) EnergyMeter
 	// Jobs serves requests whose path starts with JobsPrefix, before route
 	// matching (the Green-Wait job API; nil: none). Its requests are
 	// counted under the route label "jobs".
