@@ -79,10 +79,11 @@ func (v *validator) limits() {
 			v.between(p+".max_concurrent_requests", n, 1, 10_000_000)
 		}
 		v.oneOf(p+".smuggling", l.Limits.Smuggling, SmugglingModes)
-		v.between(listenerPath(i)+".http2.rapid_reset_threshold", l.HTTP2.RapidResetThreshold, 1, 1_000_000)
-		v.between(listenerPath(i)+".http2.max_continuation_frames", l.HTTP2.MaxContinuationFrames, 1, 10000)
-		if l.Timeouts.WriteIdle.Duration == 0 && !l.Timeouts.WriteIdle.invalid {
-			v.add(listenerPath(i)+".timeouts.write_idle", "must be greater than zero: without it a client that stops reading holds a connection forever")
+		if n := l.HTTP2.RapidResetThreshold; n != -1 {
+			v.between(listenerPath(i)+".http2.rapid_reset_threshold", n, 1, 1_000_000)
+		}
+		if n := l.HTTP2.MaxContinuationFrames; n != -1 {
+			v.between(listenerPath(i)+".http2.max_continuation_frames", n, 1, 10000)
 		}
 		if l.TLS != nil {
 			if d := l.TLS.SessionTicketRotation; !d.invalid && d.Duration < time.Minute {

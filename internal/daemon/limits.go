@@ -18,5 +18,8 @@ func (d *Daemon) applyLimits(o *server.Options, l config.Listener) {
 		WriteIdleTimeout:      l.Timeouts.WriteIdle.Duration,
 		DisableSmugglingGuard: l.Limits.Smuggling == "off",
 	}
+	if o.Limits.WriteIdleTimeout == 0 {
+		o.Limits.WriteIdleTimeout = -1 // "0s" in the file: off
+	}
 	o.Metrics = d.metrics.server
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -303,15 +304,33 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 		return
 	}
 	h2s := &http2.Server{}
+	m := s.metrics
+	onAbuse := func(a h2Abuse) {
+		m.abuse[a].Inc()
+		s.log.Info("http2 connection ended by abuse guard", "listener", s.name, "reason", a.String())
+	}
 	lim := h2Limits{
 		resets:        o.HTTP2.RapidResetThreshold,
 		continuations: o.HTTP2.MaxContinuationFrames,
 		blockBytes:    o.HTTP2.MaxHeaderBlockBytes,
 	}
-	m := s.metrics
-	onAbuse := func(a h2Abuse) {
-		m.abuse[a].Inc()
-		s.log.Info("http2 connection ended by abuse guard", "listener", s.name, "reason", a.String())
+	// A negative threshold turns that check off; both off turn the guard
+	// off (the HTTP/2 server's own limits still apply).
+	guardOff := lim.resets < 0 && lim.continuations < 0
+	if lim.resets < 0 {
+		lim.resets = math.MaxInt
+	}
+	if lim.continuations < 0 {
+		lim.continuations = math.MaxInt
+	}
+	if lim.blockBytes < 0 {
+		lim.blockBytes = math.MaxInt
+	}
+	guard := func(c net.Conn, preface bool) net.Conn {
+		if guardOff {
+			return c
+		}
+		return newGuardConn(c, lim, preface, onAbuse)
 	}
 	serve := func(hs *http.Server, c net.Conn, h http.Handler, sawPreface bool) {
 		ctx := context.Background()
@@ -327,6 +346,10 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 		g.srv.TLSNextProto["h2"] = func(hs *http.Server, tc *tls.Conn, h http.Handler) {
 			if lc, ok := tc.NetConn().(*limitConn); ok {
 				lc.passWriteDeadlines()
+			}
+			if guardOff {
+				serve(hs, tc, h, false)
+				return
 			}
 			gc := newGuardConn(tc, lim, true, onAbuse)
 			serve(hs, guardTLSConn{guardConn: gc, tc: tc}, h, false)
@@ -346,7 +369,7 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 			if lc, ok := unwrapLimit(nc); ok {
 				lc.passWriteDeadlines()
 			}
-			serve(hs, newGuardConn(nc, lim, false, onAbuse), h, true)
+			serve(hs, guard(nc, false), h, true)
 		}
 	}
 }

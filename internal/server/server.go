@@ -75,10 +75,11 @@ type HTTP2Limits struct {
 	ConnWindow int
 	// RapidResetThreshold is how many client stream resets a connection
 	// may send before it is ended, when they are more than half of its
-	// streams (default 100; see h2guard.go).
+	// streams (default 100; negative: no check; see h2guard.go).
 	RapidResetThreshold int
 	// MaxContinuationFrames bounds CONTINUATION frames per header block
-	// (default 32).
+	// (default 32; negative: no check). With both negative the guard is
+	// off.
 	MaxContinuationFrames int
 	// MaxHeaderBlockBytes bounds one encoded header block, HEADERS plus
 	// CONTINUATION payloads (default 64 KiB).
