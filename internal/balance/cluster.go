@@ -44,11 +44,15 @@ type Decision struct {
 	Region string
 	// Intensity is the region's intensity in gCO2eq/kWh at decision time
 	// (the cluster's snapshot, at most one interval old); 0 when unknown.
+	// It is set for every policy whenever the snapshot knows the region's
+	// intensity, whether or not the pick compared intensities.
 	Intensity float64
 	// Kind is the intensity's kind ("average" or "marginal"), empty when
 	// unknown.
 	Kind string
-	// Known says whether Intensity is known.
+	// Known says whether Intensity is known. It does not depend on
+	// CarbonAware: a least_request fallback still reports its region's
+	// intensity.
 	Known bool
 	// CarbonAware is true when intensities were compared for this pick;
 	// false when the policy is not carbon or the carbon policy fell back to
@@ -112,6 +116,9 @@ type Cluster struct {
 	lastStep int64
 	lastCand []*Endpoint
 	lastRR   []*Endpoint
+	// unknownRetry is the delay before the next re-read while some
+	// region's intensity is unknown; 0 when all are known.
+	unknownRetry time.Duration
 }
 
 type region struct {
@@ -359,6 +366,11 @@ func (c *Cluster) setDown(e *Endpoint, down bool) {
 	c.rebuildLocked(c.now())
 }
 
+// firstUnknownRetry is the first delay before re-reading intensities
+// after a read that found some region unknown; the snapshot built at
+// construction is re-read at once, on the first Pick or tick.
+const firstUnknownRetry = 10 * time.Millisecond
+
 // rebuildLocked readmits expired ejections and publishes a new snapshot.
 // c.mu must be held.
 func (c *Cluster) rebuildLocked(now int64) {
@@ -380,7 +392,8 @@ func (c *Cluster) rebuildLocked(now int64) {
 		}
 	}
 
-	st := &state{next: next, regions: make([]regionState, len(c.regions))}
+	st := &state{regions: make([]regionState, len(c.regions))}
+	missing := false
 	for i, r := range c.regions {
 		if c.opts.Intensity == nil {
 			continue
@@ -388,8 +401,21 @@ func (c *Cluster) rebuildLocked(now int64) {
 		v, kind, ok := c.opts.Intensity.Intensity(r.name)
 		if ok && v >= 0 && !math.IsInf(v, 0) {
 			st.regions[i] = regionState{intensity: v, kind: kind, known: true}
+		} else {
+			missing = true
 		}
 	}
+	// A source that does not know a region yet (typically the carbon
+	// tracker before its first signal) is asked again soon, with a delay
+	// that doubles up to the interval, so that the first requests after
+	// it learns the value already carry it.
+	if missing {
+		next = min(next, now+int64(c.unknownRetry))
+		c.unknownRetry = min(max(2*c.unknownRetry, firstUnknownRetry), c.opts.Carbon.Interval)
+	} else {
+		c.unknownRetry = 0
+	}
+	st.next = next
 
 	cand := c.localCandidates(healthy)
 	st.lr = newPickSet(cand, nil)

@@ -32,6 +32,15 @@
 // applied shares follow the least_request split, and carbon routing resumes
 // from there.
 //
+// Every pick's [Decision] carries the chosen region's intensity and kind
+// whenever the cluster's snapshot knows them, for every policy and whether
+// or not the carbon policy compared intensities, so callers can report the
+// intensity of each request. The first snapshot is built in [New]; when the
+// source does not know some region yet (a carbon tracker that has not loaded
+// its first signal), the first [Cluster.Pick] or tick reads it again and
+// later reads follow after 10ms, doubling up to the interval, until every
+// region is known.
+//
 // Shares are sampling targets: the power-of-two-choices step compares
 // active requests per unit of share, so under load a slow region (whose
 // requests stay in flight longer) receives somewhat less than its share.

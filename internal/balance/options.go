@@ -27,8 +27,10 @@ const (
 )
 
 // IntensitySource reports the grid carbon intensity of a region. It is read
-// on the request path's slow branch (at most once per region per
-// CarbonOptions.Interval) and must not block: implementations read a cache.
+// on the request path's slow branch (once per region per
+// CarbonOptions.Interval; while some region is unknown, sooner, backing off
+// from 10ms to the interval) and must not block: implementations read a
+// cache.
 type IntensitySource interface {
 	// Intensity returns the region's intensity in gCO2eq/kWh and its kind
 	// ("average" or "marginal"); ok is false when the value is unknown.
