@@ -267,6 +267,14 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if r.Method == http.MethodOptions && r.RequestURI == "*" {
+		// The server-wide OPTIONS request, answered here as net/http
+		// would (its own handler for it is off so that every request
+		// passes the checks above).
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	a := f.s.adm
 	n := a.requests.Add(1)
 	defer a.requests.Add(-1)
