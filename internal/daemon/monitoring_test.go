@@ -16,7 +16,7 @@ import (
 // The shipped Grafana dashboard and Prometheus rules are linted here without
 // Grafana or Prometheus: the JSON and the rule file's structure, and every
 // PromQL expression's shape. TestDashboardMetricsExist checks that the metric
-// names they use exist.
+// names they use exist; CI also runs promtool check rules (.ci/run).
 
 const (
 	dashboardFile = "../../deploy/grafana/aegis.json"
