@@ -226,3 +226,116 @@ func TestALPN(t *testing.T) {
 		t.Error("an h2-only client completed a handshake with an h1-only listener, want a no_application_protocol alert")
 	}
 }
+
+// TestSlowClientsThroughProxy: a slow-header, a slow-body and a
+// slow-reading client are each cut at the configured deadline.
+func TestSlowClientsThroughProxy(t *testing.T) {
+	big := strings.Repeat("x", 64<<20)
+	origin := http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, big)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go origin.Serve(ln)
+	t.Cleanup(func() { origin.Close() })
+	cfg := strings.Replace(limitsConfig(ln.Addr().String()), `name = "edge-plain"
+address = "127.0.0.1:0"`, `name = "edge-plain"
+address = "127.0.0.1:0"
+  [listeners.timeouts]
+  read_header = "300ms"
+  read = "700ms"
+  write_idle = "500ms"`, 1)
+	cfg = strings.Replace(cfg, "max_body_bytes = 100", "max_body_bytes = -1", 1)
+	r := startDaemon(t, cfg)
+	addr := r.d.Addr("edge-plain").String()
+	cut := func(t *testing.T, raw string, min, max time.Duration, read bool) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if read {
+			// A client that stops reading: keep the receive buffer small so
+			// that the server's writes stall soon.
+			c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		}
+		start := time.Now()
+		io.WriteString(c, raw)
+		if read {
+			time.Sleep(max) // read nothing while the server is cut off
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, _ := io.Copy(io.Discard, c)
+			if n >= int64(len(big)) {
+				t.Fatalf("got the whole %d-byte body, want the connection cut", n)
+			}
+			return
+		}
+		c.SetReadDeadline(start.Add(10 * time.Second))
+		io.Copy(io.Discard, c)
+		if d := time.Since(start); d < min || d > max {
+			t.Errorf("cut after %v, want between %v and %v", d, min, max)
+		}
+	}
+	t.Run("slow header", func(t *testing.T) {
+		cut(t, "GET / HTTP/1.1\r\nHost: x\r\n", 250*time.Millisecond, 3*time.Second, false)
+	})
+	t.Run("slow body", func(t *testing.T) {
+		cut(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc", 600*time.Millisecond, 3*time.Second, false)
+	})
+	t.Run("slow reader", func(t *testing.T) {
+		cut(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, 3*time.Second, true)
+	})
+	waitFor(t, func() bool {
+		return strings.Contains(scrape(t, r), `aegis_server_timeouts_total{direction="write",listener="edge-plain"}`) &&
+			!strings.Contains(scrape(t, r), `aegis_server_timeouts_total{direction="write",listener="edge-plain"} 0`)
+	})
+}
+
+func TestTLSHygiene(t *testing.T) {
+	up := newCountingUpstream(t)
+	cfg := strings.Replace(limitsConfig(up.ln.Addr().String()), `name = "edge-tls-h1"
+address = "127.0.0.1:0"
+protocols = ["h1"]
+  [listeners.tls]
+  pq = "prefer"`, `name = "edge-tls-h1"
+address = "127.0.0.1:0"
+protocols = ["h1"]
+  [listeners.tls]
+  pq = "prefer"
+  min_version = "1.2"
+  session_ticket_rotation = "1h"`, 1)
+	r := startDaemon(t, cfg)
+	tls12 := func(suite uint16) *tls.Config {
+		return &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{suite}}
+	}
+	for _, tc := range []struct {
+		name     string
+		listener string
+		cfg      *tls.Config
+		ok       bool
+	}{
+		{"1.3 listener refuses 1.2", "edge-tls", tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256), false},
+		{"1.2 listener, ECDHE AEAD", "edge-tls-h1", tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256), true},
+		{"1.2 listener, ECDHE ChaCha20", "edge-tls-h1", tls12(tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256), true},
+		{"1.2 listener, CBC refused", "edge-tls-h1", tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA), false},
+		{"1.2 listener, RSA key exchange refused", "edge-tls-h1", tls12(tls.TLS_RSA_WITH_AES_128_GCM_SHA256), false},
+		{"1.2 listener, 1.3 client", "edge-tls-h1", &tls.Config{InsecureSkipVerify: true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := tls.Dial("tcp", r.d.Addr(tc.listener).String(), tc.cfg)
+			if err == nil {
+				c.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("got handshake error %v, want success %v", err, tc.ok)
+			}
+		})
+	}
+	if got := r.d.Config().Listeners[1].TLS.SessionTicketRotation.Duration; got != time.Hour {
+		t.Errorf("got session_ticket_rotation %v, want 1h", got)
+	}
+}

@@ -130,3 +130,17 @@ func FuzzRequestFraming(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkH1Scan(b *testing.B) {
+	// A typical request head plus a 1 KiB chunked body, read in one piece.
+	raw := []byte("POST /api/v1/items?id=42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench/1.0\r\n" +
+		"Accept: */*\r\nAccept-Encoding: gzip\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n" +
+		"X-Request-Id: 0123456789abcdef\r\n\r\n400\r\n" + strings.Repeat("a", 1024) + "\r\n0\r\n\r\n")
+	var s h1Scanner
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.scan(raw)
+		s.pop()
+	}
+}
