@@ -194,18 +194,22 @@ func printTryCommands(w io.Writer, d *daemon.Daemon) {
 		return
 	}
 	fmt.Fprintf(w, `
-Aegis-Flow demo: three demo upstreams in regions eu-south, us-west and sa-east.
+Aegis-Flow demo: three demo upstreams in regions eu-south, us-west and sa-east, carbon-aware
+routing over a replayed grid-intensity trace (one trace hour every 10 s), HTTP/3 on %[1]s/udp.
 Try:
-  curl -s http://%[2]s/                       # HTTP/1.1; run it a few times to see the regions rotate
+  curl -si http://%[2]s/ | grep -i '^aegis-'  # Aegis-Region and Aegis-Carbon-Intensity of each answer;
+                                                    # traffic shifts toward the cleanest region (sa-east, then
+                                                    # eu-south about 20 s after start)
   curl -s --http2-prior-knowledge http://%[2]s/     # h2c
   curl -sk https://%[1]s/                     # TLS 1.3 (curl is usually classical: X25519)
   curl -sk -N https://%[1]s/stream            # server-sent events, streamed
   go run ./cmd/aegis version                        # shows X25519MLKEM768 support
-  curl -s http://%[3]s/metrics | grep aegis_tls_handshakes_total
+  curl -s http://%[3]s/metrics | grep -E 'aegis_(tls_handshakes|carbon_intensity)'
   curl -s http://%[3]s/config
-  curl -s http://%[3]s/carbon                       # carbon intensity per region (a replayed trace: 1 h every 10 s)
+  curl -s http://%[3]s/carbon                       # carbon intensity per region
   go run ./cmd/aegis carbon best --region eu-south,us-west,sa-east --duration 30s --within 3m
-The access log (JSON lines) shows tls_group for every TLS request. Ctrl-C drains and stops.
+The access log (JSON lines) shows tls_group and the carbon decision of every request.
+Ctrl-C drains and stops.
 
 `, tlsAddr, plainAddr, admin)
 	if s := d.GreenWaitTry(); s != "" {
