@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -266,6 +267,57 @@ func FuzzFrameScan(f *testing.F) {
 		}
 		if whole.abuse != parts.abuse {
 			t.Fatalf("got %v in parts, %v whole", parts.abuse, whole.abuse)
+		}
+	})
+}
+
+func TestH2ShutdownAndIdle(t *testing.T) {
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	t.Run("idle connection closes", func(t *testing.T) {
+		addr, _ := startGuarded(t, Options{IdleTimeout: 300 * time.Millisecond}, h)
+		c, fr := rawH2C(t, addr)
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock(t, 0), EndStream: true, EndHeaders: true})
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatal("idle h2 connection still open after 5s, want closed after 300ms")
+				}
+				return
+			}
+		}
+	})
+	t.Run("shutdown sends GOAWAY and drains", func(t *testing.T) {
+		m, _ := NewMetrics(nil)
+		s, err := New(Options{Name: "t", Address: "127.0.0.1:0", Handler: h, Metrics: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); s.Serve() }()
+		defer func() { s.Close(); <-done }()
+		c, fr := rawH2C(t, s.Addr().String())
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock(t, 0), EndStream: true, EndHeaders: true})
+		time.Sleep(100 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Shutdown took %v with one idle h2 connection, want a quick drain", d)
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatal("connection ended without GOAWAY")
+			}
+			if _, ok := f.(*http2.GoAwayFrame); ok {
+				return
+			}
 		}
 	})
 }

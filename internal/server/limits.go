@@ -311,7 +311,16 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 	if !h2 && !h2c {
 		return
 	}
-	h2s := &http2.Server{}
+	// IdleTimeout is not taken from the http.Server by ServeConn; graceful
+	// shutdown (GOAWAY to every connection, then drain) comes from
+	// ConfigureServer, registered here on a stand-in server whose
+	// Shutdown the real one triggers, so that ConfigureServer's other
+	// changes (TLS config, TLSNextProto) stay off the real server.
+	h2s := &http2.Server{IdleTimeout: o.IdleTimeout}
+	stand := &http.Server{IdleTimeout: o.IdleTimeout}
+	if err := http2.ConfigureServer(stand, h2s); err == nil {
+		g.srv.RegisterOnShutdown(func() { stand.Shutdown(context.Background()) })
+	}
 	m := s.metrics
 	onAbuse := func(a h2Abuse) {
 		m.abuse[a].Inc()
