@@ -449,22 +449,11 @@ func (s *H3Server) Update(o H3Options, grace time.Duration) error {
 // to end, whichever is first, then closes what is left and the socket.
 func (s *H3Server) Shutdown(ctx context.Context) error {
 	gens := s.stop()
-	var errs []error
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, g := range gens {
-		wg.Go(func() {
-			if err := g.srv.Shutdown(ctx); err != nil {
-				g.srv.Close()
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
+	srvs := make([]drainer, len(gens))
+	for i, g := range gens {
+		srvs[i] = g.srv
 	}
-	wg.Wait()
-	errs = append(errs, s.closeSocket())
-	return errors.Join(errs...)
+	return errors.Join(drainAll(ctx, srvs), s.closeSocket())
 }
 
 // Close stops at once, closing every connection and the socket.

@@ -390,16 +390,30 @@ func sameExceptHandler(a, b Options) bool {
 // ctx to end, whichever is first; then it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	gens := s.stop()
-	var errs []error
+	srvs := make([]drainer, len(gens))
+	for i, g := range gens {
+		srvs[i] = g.srv
+	}
+	return drainAll(ctx, srvs)
+}
+
+// drainer is a server generation that can drain gracefully or stop at once:
+// *http.Server and *http3.Server.
+type drainer interface {
+	Shutdown(ctx context.Context) error
+	Close() error
+}
+
+// drainAll shuts every server down in parallel within ctx and closes those
+// that miss the deadline.
+func drainAll(ctx context.Context, srvs []drainer) error {
+	errs := make([]error, len(srvs))
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, g := range gens {
+	for i, srv := range srvs {
 		wg.Go(func() {
-			if err := g.srv.Shutdown(ctx); err != nil {
-				g.srv.Close()
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
+			if err := srv.Shutdown(ctx); err != nil {
+				srv.Close()
+				errs[i] = err
 			}
 		})
 	}
