@@ -23,9 +23,9 @@ import (
 	"time"
 )
 
-// The crash test: the issue's "after a kill -9 at any moment, no
-// acknowledged job is lost; a job that was running at the crash runs again
-// after restart, at least once, with the same idempotency key".
+// The crash test checks Green-Wait's promise: after a kill -9 at any moment
+// no acknowledged job is lost, and a job that was running at the crash runs
+// again after restart, at least once, with the same idempotency key.
 //
 //  1. Start aegis; clients POST deferrable 1 KiB bodies concurrently;
 //     SIGKILL it while they are still sending.
