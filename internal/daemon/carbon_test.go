@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,24 +17,6 @@ import (
 	"github.com/aegis-flow/aegis/internal/carbon"
 	"github.com/aegis-flow/aegis/internal/config"
 )
-
-// carbonLog is a goroutine-safe buffer for the daemon's stderr.
-type carbonLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *carbonLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *carbonLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // carbonBase is a daemon config without carbon: one listener, one cluster
 // with endpoints in three regions (never dialled by these tests).
@@ -92,42 +73,17 @@ func carbonWaitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// carbonRun is a running daemon with its admin base URL and process log.
 type carbonRun struct {
-	d      *Daemon
-	admin  string
-	log    *carbonLog
-	path   string
-	cancel context.CancelFunc
-	done   chan error
+	*running
+	admin string
+	log   *lockedBuffer
 }
 
 func startCarbonDaemon(t *testing.T, cfgText string) *carbonRun {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "aegis.toml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	log := &carbonLog{}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := New(ctx, Options{ConfigPath: path, Stderr: log})
-	if err != nil {
-		cancel()
-		t.Fatalf("New: %v", err)
-	}
-	r := &carbonRun{d: d, admin: "http://" + d.Addr("admin").String(), log: log, path: path, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("daemon did not stop")
-		}
-	})
-	return r
+	r := launchDaemon(t, cfgText)
+	return &carbonRun{running: r, admin: "http://" + r.d.Addr("admin").String(), log: r.stderr}
 }
 
 func (r *carbonRun) get(t *testing.T, path string) (int, string) {

@@ -86,7 +86,18 @@ func writeConfig(t *testing.T, dir, text string) string {
 	return path
 }
 
+// startDaemon runs a daemon on cfgText, waits until /readyz answers 200 and
+// stops it when the test ends.
 func startDaemon(t *testing.T, cfgText string) *running {
+	t.Helper()
+	r := launchDaemon(t, cfgText)
+	waitReady(t, r)
+	return r
+}
+
+// launchDaemon runs a daemon on cfgText (written to a temporary file) and
+// stops it when the test ends; it does not wait for readiness.
+func launchDaemon(t *testing.T, cfgText string) *running {
 	t.Helper()
 	path := writeConfig(t, t.TempDir(), cfgText)
 	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
@@ -98,7 +109,6 @@ func startDaemon(t *testing.T, cfgText string) *running {
 	r := &running{d: d, cancel: cancel, done: make(chan error, 1), path: path, stdout: stdout, stderr: stderr}
 	go func() { r.done <- d.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
-	waitReady(t, r)
 	return r
 }
 

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,59 +26,12 @@ import (
 	"github.com/aegis-flow/aegis/internal/pqtls"
 )
 
-// h3Buffer is an io.Writer safe for the daemon's concurrent logging.
-type h3Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *h3Buffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *h3Buffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-type h3Daemon struct {
-	d      *Daemon
-	cancel context.CancelFunc
-	done   chan error
-	access *h3Buffer
-	log    *h3Buffer
-}
-
-// startH3Daemon runs a daemon with cfg and stops it at the end of the test.
-func startH3Daemon(t *testing.T, cfg string) *h3Daemon {
+// startH3Daemon runs a daemon with cfg, waits until it is healthy and stops
+// it at the end of the test.
+func startH3Daemon(t *testing.T, cfg string) *running {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "aegis.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := &h3Daemon{done: make(chan error, 1), access: &h3Buffer{}, log: &h3Buffer{}}
-	d, err := New(context.Background(), Options{ConfigPath: path, Stdout: r.access, Stderr: r.log})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	r.d = d
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() { r.done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("daemon did not stop")
-		}
-	})
+	r := launchDaemon(t, cfg)
+	d := r.d
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get("http://" + d.Addr("admin").String() + "/healthz")
@@ -90,7 +42,7 @@ func startH3Daemon(t *testing.T, cfg string) *h3Daemon {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("daemon not healthy: %v; log:\n%s", err, r.log.String())
+			t.Fatalf("daemon not healthy: %v; log:\n%s", err, r.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -147,7 +99,7 @@ func h3Client(t *testing.T, curves ...tls.CurveID) *http3.Transport {
 	return tr
 }
 
-func h3URL(r *h3Daemon, path string) string {
+func h3URL(r *running, path string) string {
 	return "https://" + r.d.H3Addr("edge-tls").String() + path
 }
 
@@ -178,7 +130,7 @@ func h3Backend(t *testing.T, h http.HandlerFunc) string {
 	return s.Listener.Addr().String()
 }
 
-func h3Scrape(t *testing.T, r *h3Daemon) string {
+func h3Scrape(t *testing.T, r *running) string {
 	t.Helper()
 	resp, err := http.Get("http://" + r.d.Addr("admin").String() + "/metrics")
 	if err != nil {
@@ -212,7 +164,7 @@ func TestH3ThroughProxy(t *testing.T) {
 
 	var line map[string]any
 	waitUntil(t, func() bool {
-		for l := range strings.SplitSeq(r.access.String(), "\n") {
+		for l := range strings.SplitSeq(r.stdout.String(), "\n") {
 			if strings.Contains(l, `"path":"/x"`) {
 				return json.Unmarshal([]byte(l), &line) == nil
 			}

@@ -104,13 +104,6 @@ name = "web"
 `, upstream)
 }
 
-// rawExchange sends raw on a new connection to the listener and returns
-// the status of the first response.
-func rawExchange(t *testing.T, r *running, listener, raw string) int {
-	t.Helper()
-	return rawExchangeLater(t, r, listener, raw, "")
-}
-
 // rawExchangeLater sends raw, then later after a pause (so that a body
 // arrives after its head was handled).
 func rawExchangeLater(t *testing.T, r *running, listener, raw, later string) int {

@@ -51,16 +51,6 @@ func (e *BodyError) text() string {
 	return "malformed request body"
 }
 
-func (e *BodyError) reason() string {
-	switch e.Status {
-	case http.StatusRequestEntityTooLarge:
-		return "too_large"
-	case http.StatusRequestTimeout:
-		return "timeout"
-	}
-	return "malformed"
-}
-
 // clientBody wraps a request body: it enforces the limit and classifies
 // read errors. Read and Close may be called from different goroutines (the
 // transport writes the body while the handler waits).
