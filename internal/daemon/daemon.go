@@ -326,6 +326,7 @@ func (d *Daemon) buildCluster(c config.Cluster) (*clusterState, error) {
 		MaxIdlePerEndpoint: c.Pool.MaxIdlePerEndpoint, MaxConnsPerEndpoint: c.Pool.MaxConnsPerEndpoint,
 		IdleTimeout: c.Pool.IdleTimeout.Duration,
 		AcquireConn: bc.AcquireConn, ReleaseConn: bc.ReleaseConn,
+		AcquirePending: bc.AcquirePending, ReleasePending: bc.ReleasePending,
 	}
 	tlsOn := c.Protocol == proxy.ProtoHTTPS || c.Protocol == proxy.ProtoH2 || c.Protocol == proxy.ProtoH3
 	if tlsOn {

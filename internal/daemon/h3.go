@@ -14,7 +14,8 @@ import (
 )
 
 // upstreamTransport is what a cluster's transport offers the daemon:
-// *http.Transport for h1, h2c, https and h2, *proxy.H3Transport for h3.
+// *proxy.H1Transport for h1, *http.Transport for h2c, https and h2,
+// *proxy.H3Transport for h3.
 type upstreamTransport interface {
 	http.RoundTripper
 	CloseIdleConnections()

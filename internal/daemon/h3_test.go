@@ -385,10 +385,13 @@ func TestH3Reload(t *testing.T) {
 	be := h3Backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	cfg := h3Config("prefer", "", be)
 	r := startH3Daemon(t, cfg)
-	resp, _ := h3Do(t, h3Client(t), http.MethodGet, h3URL(r, "/"), nil)
+	first := h3Client(t)
+	resp, _ := h3Do(t, first, http.MethodGet, h3URL(r, "/"), nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("got %d, want 200", resp.StatusCode)
 	}
+	udp := r.d.H3Addr("edge-tls").String()
+	first.Close() // nothing left for the drain to wait for
 	path := r.d.opts.ConfigPath
 	write := func(s string) {
 		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
@@ -414,6 +417,16 @@ func TestH3Reload(t *testing.T) {
 	if got := altSvc(); got != "" {
 		t.Errorf("got Alt-Svc %q without h3, want none", got)
 	}
+	// The drained h3 side gives its UDP port back before h3 is turned on
+	// again (a port still held would leave the listener on h1 and h2).
+	waitFor(t, func() bool {
+		pc, err := net.ListenPacket("udp", udp)
+		if err != nil {
+			return false
+		}
+		pc.Close()
+		return true
+	})
 	write(strings.Replace(cfg, `alt_svc_max_age = "1h"`, `alt_svc_max_age = "2h"`, 1))
 	if got := altSvc(); !strings.HasSuffix(got, "ma=7200") {
 		t.Errorf("got Alt-Svc %q, want ma=7200", got)

@@ -17,6 +17,9 @@ import (
 // the benchmark measures the proxy's own work.
 type fakeTransport struct{ body []byte }
 
+// metersPending: like the h1 transport, the fake needs no httptrace hooks.
+func (f *fakeTransport) metersPending() bool { return true }
+
 func (f *fakeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Body != nil {
 		io.Copy(io.Discard, r.Body)

@@ -82,6 +82,9 @@ type route struct {
 	res       *routeResilience
 	endpoints int
 	body      *bodyMetrics // bodylimit.go
+	// pendingMetered: the cluster's transport applies max_pending itself
+	// (H1Transport), so a try needs no httptrace hooks.
+	pendingMetered bool
 }
 
 var _ http.Handler = (*listenerHandler)(nil)
@@ -111,6 +114,9 @@ func New(o Options) (*Proxy, error) {
 		}
 		if err := rt.initResilience(o.Metrics); err != nil {
 			return nil, fmt.Errorf("proxy: route %q: %w", r.Name, err)
+		}
+		if m, ok := c.Transport.(interface{ metersPending() bool }); ok {
+			rt.pendingMetered = m.metersPending()
 		}
 		rt.carbon = newRouteCarbon(o.Energy, r, c)
 		rt.rp = p.reverseProxy(rt)

@@ -62,6 +62,7 @@ func newResFixture(t *testing.T, o resOptions) *resFixture {
 		t.Fatal(err)
 	}
 	o.transport.AcquireConn, o.transport.ReleaseConn = bc.AcquireConn, bc.ReleaseConn
+	o.transport.AcquirePending, o.transport.ReleasePending = bc.AcquirePending, bc.ReleasePending
 	tr, err := NewTransport(o.transport)
 	if err != nil {
 		t.Fatal(err)

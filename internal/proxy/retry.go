@@ -345,18 +345,31 @@ func (t *pickTransport) try(req *http.Request, avoid *balance.Endpoint) tryResul
 		return tryResult{err: err}
 	}
 	st.upstream, st.region, st.decision = ep.Address(), ep.Region(), dec
-	a := getAttempt(c.Balancer)
-	ctx, cancel := context.WithCancelCause(req.Context())
-	a.cancel = cancel
-	ctx = httptrace.WithClientTrace(ctx, &a.trace)
+	// A try gets a context of its own only when it needs one: for a
+	// per-try timeout, or to meter max_pending through httptrace for a
+	// transport that does not meter it itself.
+	ctx := req.Context()
+	var a *attempt
 	var timer *time.Timer
-	if rt.retry.perTry > 0 {
-		timer = time.AfterFunc(rt.retry.perTry, func() { cancel(errPerTryTimeout) })
+	if !rt.pendingMetered || rt.retry.perTry > 0 {
+		a = getAttempt(c.Balancer)
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		a.cancel = cancel
+		if !rt.pendingMetered {
+			ctx = httptrace.WithClientTrace(ctx, &a.trace)
+		}
+		if rt.retry.perTry > 0 {
+			timer = time.AfterFunc(rt.retry.perTry, func() { cancel(errPerTryTimeout) })
+		}
 	}
-	out := req.WithContext(ctx)
-	u := *req.URL
-	u.Host = ep.Address()
-	out.URL = &u
+	out := req
+	if ctx != req.Context() {
+		out = req.WithContext(ctx)
+	}
+	// req is ReverseProxy's own copy (or the retry loop's clone): its URL is
+	// not shared with the inbound request.
+	out.URL.Host = ep.Address()
 	cm := rt.cm
 	if cm != nil {
 		cm.requests.Inc()
@@ -485,13 +498,17 @@ func (a *attempt) getConn(string) {
 func (a *attempt) gotConn(httptrace.GotConnInfo) { a.release() }
 
 func (a *attempt) release() {
-	if a.held.CompareAndSwap(true, false) {
+	if a != nil && a.held.CompareAndSwap(true, false) {
 		a.cl.ReleasePending()
 	}
 }
 
-// finish cancels the try's context.
-func (a *attempt) finish() { a.cancel(nil) }
+// finish cancels the try's context (a nil attempt has none).
+func (a *attempt) finish() {
+	if a != nil {
+		a.cancel(nil)
+	}
+}
 
 // retryBudget caps retries at a ratio of requests over a sliding window of
 // one-second slots, plus a minimum rate. Counting is approximate under

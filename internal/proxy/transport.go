@@ -38,11 +38,15 @@ type TransportOptions struct {
 	// (a circuit breaker) and record its close.
 	AcquireConn func() error
 	ReleaseConn func()
+	// AcquirePending and ReleasePending, when set, admit each request that
+	// has to wait for a connection (the circuit breaker's max_pending). Only
+	// the h1 transport calls them; for the others the proxy meters the wait
+	// through httptrace.
+	AcquirePending func() error
+	ReleasePending func()
 }
 
-// NewTransport returns the transport for a cluster. The http.Transport pools
-// connections per endpoint address.
-func NewTransport(o TransportOptions) (*http.Transport, error) {
+func (o TransportOptions) withDefaults() TransportOptions {
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 5 * time.Second
 	}
@@ -52,6 +56,30 @@ func NewTransport(o TransportOptions) (*http.Transport, error) {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 90 * time.Second
 	}
+	return o
+}
+
+// Transport is a cluster's transport: it sends requests and can close its
+// idle connections.
+type Transport interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
+// NewTransport returns the transport of an h1, h2c, https or h2 cluster:
+// an [H1Transport] for h1, an http.Transport for the others. Both pool
+// connections per endpoint address.
+func NewTransport(o TransportOptions) (Transport, error) {
+	if o.Protocol == "" || o.Protocol == ProtoH1 {
+		return NewH1Transport(o)
+	}
+	return newHTTPTransport(o)
+}
+
+// newHTTPTransport returns the net/http transport of an h2c, https or h2
+// cluster (h1 too, for comparison benchmarks).
+func newHTTPTransport(o TransportOptions) (*http.Transport, error) {
+	o = o.withDefaults()
 	dialer := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
 	dial := dialer.DialContext
 	if o.AcquireConn != nil {

@@ -174,24 +174,21 @@ type limitConn struct {
 	idle   time.Duration
 	closed atomic.Bool
 
-	wmu    sync.Mutex
-	user   time.Time // deadline set through SetWriteDeadline/SetDeadline
-	armed  time.Time // deadline in force on the socket; zero: none
-	noIdle bool      // HTTP/2 enforces its own write timeout
+	wmu   sync.Mutex
+	user  time.Time // deadline set through SetWriteDeadline/SetDeadline
+	armed time.Time // deadline in force on the socket; zero: none
 }
 
 func (c *limitConn) Write(p []byte) (int, error) {
 	if c.idle > 0 {
 		c.wmu.Lock()
-		if !c.noIdle {
-			want := time.Now().Add(c.idle)
-			if !c.user.IsZero() && c.user.Before(want) {
-				want = c.user
-			}
-			if c.armed.IsZero() || c.armed.After(want) || want.Sub(c.armed) > c.idle/8 {
-				c.armed = want
-				c.Conn.SetWriteDeadline(want)
-			}
+		want := time.Now().Add(c.idle)
+		if !c.user.IsZero() && c.user.Before(want) {
+			want = c.user
+		}
+		if c.armed.IsZero() || c.armed.After(want) || want.Sub(c.armed) > c.idle/8 {
+			c.armed = want
+			c.Conn.SetWriteDeadline(want)
 		}
 		c.wmu.Unlock()
 	}
@@ -222,13 +219,6 @@ func (c *limitConn) SetDeadline(t time.Time) error {
 	c.user, c.armed = t, t
 	c.wmu.Unlock()
 	return c.Conn.SetDeadline(t)
-}
-
-// passWriteDeadlines turns the write-idle logic off (HTTP/2 has its own).
-func (c *limitConn) passWriteDeadlines() {
-	c.wmu.Lock()
-	c.noIdle = true
-	c.wmu.Unlock()
 }
 
 func (c *limitConn) Close() error {
@@ -361,9 +351,6 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 	g.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	{
 		g.srv.TLSNextProto["h2"] = func(hs *http.Server, tc *tls.Conn, h http.Handler) {
-			if lc, ok := tc.NetConn().(*limitConn); ok {
-				lc.passWriteDeadlines()
-			}
 			if guardOff {
 				serve(hs, tc, h, false)
 				return
@@ -383,20 +370,9 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 			if hc, ok := nc.(*h1Conn); ok {
 				hc.stop()
 			}
-			if lc, ok := unwrapLimit(nc); ok {
-				lc.passWriteDeadlines()
-			}
 			serve(hs, guard(nc, false), h, true)
 		}
 	}
-}
-
-func unwrapLimit(c net.Conn) (*limitConn, bool) {
-	if hc, ok := c.(*h1Conn); ok {
-		c = hc.Conn
-	}
-	lc, ok := c.(*limitConn)
-	return lc, ok
 }
 
 // connContext records the connection in each request's context (for the
@@ -414,13 +390,6 @@ func connContext(next func(context.Context, net.Conn) context.Context) func(cont
 		}
 		return ctx
 	}
-}
-
-func writeByteTimeout(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d
 }
 
 // badFraming is the whole answer to a request with ambiguous framing.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // start serves h on a loopback listener with o; it returns the address and
@@ -99,6 +102,41 @@ func TestSlowClientsAreCut(t *testing.T) {
 		}
 		if got := testutil.ToFloat64(m.timeouts.WithLabelValues("test", "write")); got < 1 {
 			t.Errorf("got write timeouts %v, want >= 1", got)
+		}
+	})
+	t.Run("slow h2 reader", func(t *testing.T) {
+		// Windows wide open, so that only the socket holds the server back.
+		c, fr := rawH2C(t, addr)
+		c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteWindowUpdate(0, 1<<31-1-65535); err != nil {
+			t.Fatal(err)
+		}
+		var hb bytes.Buffer
+		enc := hpack.NewEncoder(&hb)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/big"}, {":authority", "x"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		before := testutil.ToFloat64(m.timeouts.WithLabelValues("test", "write"))
+		select {
+		case err := <-writeErr:
+			if err == nil {
+				t.Fatal("got a complete 64 MiB HTTP/2 write to a client that reads nothing, want a cut")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("slow HTTP/2 reader not cut after 10s")
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for testutil.ToFloat64(m.timeouts.WithLabelValues("test", "write")) <= before {
+			if time.Now().After(deadline) {
+				t.Fatal("write timeouts not counted for the HTTP/2 cut")
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 }
