@@ -12,9 +12,12 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // H1Transport is the transport of an h1 cluster: an HTTP/1.1 client with a
@@ -493,10 +496,110 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, hasBody bool
 }
 
 func (pc *h1Conn) writeRequest(req *http.Request) error {
-	if err := req.Write(pc.bw); err != nil {
-		return err
+	if !writeHead(pc.bw, req) {
+		if err := req.Write(pc.bw); err != nil {
+			return err
+		}
 	}
 	return pc.bw.Flush()
+}
+
+// reqWriteSkip are the header fields writeHead writes itself or never.
+var reqWriteSkip = map[string]bool{
+	"Host": true, "User-Agent": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true,
+}
+
+// writeHead writes a request without a body the way req.Write would, minus
+// its header sorting and allocations: request line, Host, the header
+// fields (an invalid name is dropped, a CR or LF in a value becomes a
+// space), Content-Length: 0 for POST, PUT and PATCH, and Connection: close
+// for req.Close. It writes nothing and returns false for what it does
+// not cover (a body, trailers, an opaque or non-ASCII target or host), which
+// req.Write then handles.
+func writeHead(w *bufio.Writer, req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody || len(req.Trailer) > 0 || len(req.TransferEncoding) > 0 ||
+		req.ContentLength != 0 || req.URL.Opaque != "" {
+		return false
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	path := req.URL.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	if !isToken(method) || !plainASCII(host) || !httpguts.ValidHostHeader(host) || strings.IndexByte(host, '%') >= 0 ||
+		!plainASCII(path) || !plainASCII(req.URL.RawQuery) {
+		return false
+	}
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(path)
+	if req.URL.ForceQuery || req.URL.RawQuery != "" {
+		w.WriteByte('?')
+		w.WriteString(req.URL.RawQuery)
+	}
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	if ua := req.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
+		writeField(w, "User-Agent", ua[0])
+	}
+	if method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch {
+		w.WriteString("Content-Length: 0\r\n") // many servers want one for these
+	}
+	if req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
+		w.WriteString("Connection: close\r\n")
+	}
+	for k, vs := range req.Header {
+		if reqWriteSkip[k] || !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			writeField(w, k, v)
+		}
+	}
+	w.WriteString("\r\n")
+	return true
+}
+
+func writeField(w *bufio.Writer, k, v string) {
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	w.WriteString(k)
+	w.WriteString(": ")
+	w.WriteString(textproto.TrimString(v))
+	w.WriteString("\r\n")
+}
+
+// plainASCII reports whether s is printable ASCII without spaces (a request
+// target or host that needs no encoding).
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// isToken reports whether s is an RFC 9110 token (a method name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
 }
 
 // writeAsync writes a request with a body. A failure to read the body is

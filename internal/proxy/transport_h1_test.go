@@ -18,6 +18,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/aegis-flow/aegis/internal/balance"
 )
 
@@ -536,5 +538,109 @@ func FuzzH1TransportResponse(f *testing.F) {
 		if h := tr.hosts["up.test"]; h != nil && h.open != len(h.idle) {
 			t.Fatalf("after the request: %d open, %d idle, want equal", h.open, len(h.idle))
 		}
+	})
+}
+
+// parsedHead writes req with write and parses it back.
+func parsedHead(req *http.Request, write func(*bufio.Writer, *http.Request) error) (*http.Request, string, error) {
+	var buf strings.Builder
+	bw := bufio.NewWriter(&buf)
+	if err := write(bw, req); err != nil {
+		return nil, "", err
+	}
+	bw.Flush()
+	got, err := http.ReadRequest(bufio.NewReader(strings.NewReader(buf.String())))
+	return got, buf.String(), err
+}
+
+// checkHeadLikeWrite checks that writeHead, when it takes req, says what
+// req.Write says (both pass a control byte in a value through; when
+// req.Write's output does not parse, neither does writeHead's).
+func checkHeadLikeWrite(t *testing.T, req *http.Request) {
+	t.Helper()
+	var fast bool
+	a, raw, errA := parsedHead(req, func(w *bufio.Writer, r *http.Request) error {
+		fast = writeHead(w, r)
+		if !fast {
+			return r.Write(w)
+		}
+		return nil
+	})
+	if !fast {
+		return
+	}
+	b, _, errB := parsedHead(req, func(w *bufio.Writer, r *http.Request) error { return r.Write(w) })
+	if errB != nil {
+		if errA == nil {
+			t.Errorf("writeHead wrote a parsable %q where req.Write did not: %v", raw, errB)
+		}
+		return
+	}
+	if errA != nil {
+		t.Fatalf("read back %q: %v", raw, errA)
+	}
+	if a.Method != b.Method || a.RequestURI != b.RequestURI || a.Host != b.Host || a.ContentLength != b.ContentLength || a.Close != b.Close {
+		t.Errorf("request line: got %s %s host %q len %d close %v, req.Write says %s %s host %q len %d close %v",
+			a.Method, a.RequestURI, a.Host, a.ContentLength, a.Close, b.Method, b.RequestURI, b.Host, b.ContentLength, b.Close)
+	}
+	if diff := cmp.Diff(b.Header, a.Header); diff != "" {
+		t.Errorf("header (-req.Write +writeHead):\n%s", diff)
+	}
+}
+
+func TestWriteHeadMatchesRequestWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, url, host string
+		header               http.Header
+		close                bool
+	}{
+		{"get", "GET", "http://up/a/b?x=1&y=%20", "svc.example", http.Header{"Accept": {"*/*"}, "User-Agent": {"curl/8"}}, false},
+		{"no user agent", "GET", "http://up/", "svc", http.Header{"User-Agent": {""}}, false},
+		{"delete gets a length", "DELETE", "http://up/item/7", "svc", http.Header{"X-Multi": {"a", "b"}}, false},
+		{"post without body", "POST", "http://up/", "svc", http.Header{"Content-Length": {"0"}, "Trailer": {"X"}}, true},
+		{"escaped path", "GET", "http://up/a%2Fb/c%20d", "svc:8080", nil, false},
+		{"empty query", "GET", "http://up/?", "svc", nil, false},
+		{"newline in value", "GET", "http://up/", "svc", http.Header{"X-Bad": {"a\r\nInjected: yes"}, "Bad Name": {"v"}}, false},
+		{"ipv6 host", "GET", "http://up/", "[::1]:80", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, tc.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host, req.Close = tc.host, tc.close
+			if tc.header != nil {
+				req.Header = tc.header
+			}
+			if _, ok := req.Header["User-Agent"]; !ok {
+				req.Header.Set("User-Agent", "t") // as ReverseProxy: never Go's default
+			}
+			checkHeadLikeWrite(t, req)
+		})
+	}
+}
+
+func FuzzWriteHead(f *testing.F) {
+	f.Add("GET", "/a?b=c", "svc", "X-A", "v")
+	f.Add("PATCH", "/%41", "h:1", "User-Agent", "")
+	f.Add("GET", "*", "svc", "X", "a\nb")
+	f.Fuzz(func(t *testing.T, method, target, host, k, v string) {
+		req, err := http.NewRequest(method, "http://up"+target, nil)
+		if err != nil || req.URL.Host != "up" {
+			return
+		}
+		req.Host = host
+		req.Header = http.Header{"User-Agent": {"f"}, k: {v}}
+		var buf strings.Builder
+		bw := bufio.NewWriter(&buf)
+		if !writeHead(bw, req) {
+			return
+		}
+		bw.Flush()
+		var ref strings.Builder
+		if req.Write(&ref) != nil {
+			t.Fatalf("writeHead took a request that req.Write refuses: %q", buf.String())
+		}
+		checkHeadLikeWrite(t, req)
 	})
 }
