@@ -591,8 +591,8 @@ func checkHeadLikeWrite(t *testing.T, req *http.Request) {
 func TestWriteHeadMatchesRequestWrite(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, url, host string
-		header               http.Header
-		close                bool
+		header                  http.Header
+		close                   bool
 	}{
 		{"get", "GET", "http://up/a/b?x=1&y=%20", "svc.example", http.Header{"Accept": {"*/*"}, "User-Agent": {"curl/8"}}, false},
 		{"no user agent", "GET", "http://up/", "svc", http.Header{"User-Agent": {""}}, false},
