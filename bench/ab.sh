@@ -2,6 +2,7 @@
 # ab.sh - like-for-like CPU comparison of two aegis configurations, interleaved.
 #
 #   bench/ab.sh A.toml.tmpl B.toml.tmpl      # templates in the peers.sh format
+#   A_BIN=/tmp/a B_BIN=/tmp/b bench/ab.sh T.toml.tmpl T.toml.tmpl   # two binaries
 #
 # Builds aegis and ../shared/bench/backend, renders both templates (A on ports
 # 25xxx, B on 26xxx, backend on 127.0.0.1:18080), runs both proxies pinned to
@@ -17,6 +18,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 RUN=$(mktemp -d /tmp/aegis-ab.XXXXXX)
 CLK=$(getconf CLK_TCK)
 (cd "$HERE" && go build -o "$RUN/aegis" ./cmd/aegis)
+ABIN=${A_BIN:-$RUN/aegis}; BBIN=${B_BIN:-$RUN/aegis}
 (cd "$HERE/../shared/bench/backend" && go build -o "$RUN/backend" main.go)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$RUN/key.pem" \
   -out "$RUN/cert.pem" -days 2 -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
@@ -27,8 +29,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
 trap cleanup EXIT
 taskset -c 1 env GOMAXPROCS=1 "$RUN/backend" -addr 127.0.0.1:18080 >/dev/null 2>&1 & PIDS+=($!)
-taskset -c 0 env GOMAXPROCS=1 "$RUN/aegis" run --config "$RUN/a.toml" >/dev/null 2>&1 & PA=$!; PIDS+=($PA)
-taskset -c 0 env GOMAXPROCS=1 "$RUN/aegis" run --config "$RUN/b.toml" >/dev/null 2>&1 & PB=$!; PIDS+=($PB)
+taskset -c 0 env GOMAXPROCS=1 "$ABIN" run --config "$RUN/a.toml" >/dev/null 2>&1 & PA=$!; PIDS+=($PA)
+taskset -c 0 env GOMAXPROCS=1 "$BBIN" run --config "$RUN/b.toml" >/dev/null 2>&1 & PB=$!; PIDS+=($PB)
 for cpu in 0 1; do taskset -c $cpu chrt --idle 0 sh -c 'while :; do :; done' & PIDS+=($!); done
 sleep 2
 ticks() { local line rest; read -r line < "/proc/$1/stat"; rest=${line##*) }; set -- $rest; echo $(( ${12} + ${13} )); }
