@@ -31,6 +31,14 @@
 //     never name an upstream address;
 //   - writes one access-log JSON line and updates the metrics.
 //
+// # Upstream transports
+//
+// [NewTransport] returns an [H1Transport] for h1 clusters: Aegis-Flow's own
+// HTTP/1.1 client, which works on the request's goroutine instead of
+// handing each request to per-connection goroutines, and applies the
+// cluster's max_connections and max_pending itself. h2c, https and h2 use
+// net/http's Transport, h3 quic-go's ([H3Transport]).
+//
 // A Proxy is immutable after New and safe for concurrent use; a configuration
 // reload builds a new Proxy.
 package proxy
