@@ -83,10 +83,10 @@ type generation struct {
 type clusterState struct {
 	cfg       config.Cluster
 	balancer  *balance.Cluster
-	transport upstreamTransport
+	transport proxy.Transport
 	proxy     *proxy.Cluster
 	cancel    context.CancelFunc // stops Run; nil until started
-	health    upstreamTransport  // carries active health checks (resilience.go)
+	health    proxy.Transport    // carries active health checks (resilience.go)
 }
 
 type tlsState struct {

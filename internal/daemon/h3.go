@@ -13,15 +13,7 @@ import (
 	"github.com/aegis-flow/aegis/internal/server"
 )
 
-// upstreamTransport is what a cluster's transport offers the daemon:
-// *proxy.H1Transport for h1, *http.Transport for h2c, https and h2,
-// *proxy.H3Transport for h3.
-type upstreamTransport interface {
-	http.RoundTripper
-	CloseIdleConnections()
-}
-
-func newClusterTransport(o proxy.TransportOptions) (upstreamTransport, error) {
+func newClusterTransport(o proxy.TransportOptions) (proxy.Transport, error) {
 	if o.Protocol == proxy.ProtoH3 {
 		return proxy.NewH3Transport(o)
 	}
@@ -29,8 +21,9 @@ func newClusterTransport(o proxy.TransportOptions) (upstreamTransport, error) {
 }
 
 // releaseTransport closes what a retired cluster's transport holds: idle
-// connections, and for h3 its UDP socket too.
-func releaseTransport(t upstreamTransport) {
+// connections (h1 also closes its busy ones as they finish), and for h3 its
+// UDP socket too.
+func releaseTransport(t proxy.Transport) {
 	if c, ok := t.(io.Closer); ok {
 		c.Close()
 		return

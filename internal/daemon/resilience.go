@@ -15,7 +15,7 @@ import (
 // policy, without the circuit breaker's connection hooks: a check must
 // neither take a slot from requests nor be refused by a full breaker. The
 // transport is nil when checks are off.
-func (d *Daemon) healthOptions(c config.Cluster) (balance.HealthOptions, upstreamTransport, error) {
+func (d *Daemon) healthOptions(c config.Cluster) (balance.HealthOptions, proxy.Transport, error) {
 	h := c.Health
 	if h.Path == "" {
 		return balance.HealthOptions{}, nil, nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -104,7 +105,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "HUGE":
 		w.Write([]byte(`{"zone":"HUGE","pad":"`))
-		w.Write([]byte(strings.Repeat("a", maxBodyBytes)))
+		w.Write([]byte(strings.Repeat("a", apiclient.MaxBodyBytes)))
 		w.Write([]byte(`"}`))
 		return
 	case "SLOW":
@@ -306,30 +307,6 @@ func TestRateLimitRetryAfter(t *testing.T) {
 			t.Errorf("requests: got %d, want 2", got)
 		}
 	})
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
-	tests := []struct {
-		name string
-		in   string
-		want time.Duration
-	}{
-		{"seconds", "120", 2 * time.Minute},
-		{"empty", "", defaultRetryAfter},
-		{"garbage", "soon", defaultRetryAfter},
-		{"negative", "-5", 0},
-		{"huge", "999999999999", maxRetryAfter},
-		{"date", now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
-		{"past date", now.Add(-time.Hour).Format(http.TimeFormat), 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := parseRetryAfter(tt.in, now); got != tt.want {
-				t.Errorf("parseRetryAfter(%q): got %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
 }
 
 func TestNew(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 )
 
 // interval is the length of one Electricity Maps data point (hourly data).
@@ -44,7 +45,7 @@ func checkZone(got, want string) error {
 		return fmt.Errorf("%w: answer names no zone", carbon.ErrBadResponse)
 	}
 	if !strings.EqualFold(got, want) {
-		return fmt.Errorf("%w: answer is for zone %q, not the zone asked for", carbon.ErrUnknownZone, clean(got))
+		return fmt.Errorf("%w: answer is for zone %q, not the zone asked for", carbon.ErrUnknownZone, apiclient.Clean(got))
 	}
 	return nil
 }
@@ -67,7 +68,7 @@ func parseTime(field, s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time", carbon.ErrBadResponse, field, clean(s))
+		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time", carbon.ErrBadResponse, field, apiclient.Clean(s))
 	}
 	return t.UTC(), nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 )
 
 // Name is the provider's short name: the Source of its signals.
@@ -181,12 +182,12 @@ func (c *Client) fetch(ctx context.Context, zone, path string) ([]byte, error) {
 	if wait > 0 {
 		return nil, wrap(zone, &carbon.RateLimitError{RetryAfter: wait})
 	}
-	resp, err := get(ctx, c.hc, c.base+path, nil)
+	resp, err := apiclient.Get(ctx, c.hc, c.base+path, nil)
 	if err != nil {
 		return nil, wrap(zone, err)
 	}
-	if resp.status == http.StatusTooManyRequests {
-		d := parseRetryAfter(resp.header.Get("Retry-After"), time.Now())
+	if resp.Status == http.StatusTooManyRequests {
+		d := apiclient.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		c.mu.Lock()
 		if until := time.Now().Add(d); until.After(c.blockedUntil) {
 			c.blockedUntil = until
@@ -195,8 +196,8 @@ func (c *Client) fetch(ctx context.Context, zone, path string) ([]byte, error) {
 		c.log.Debug("provider rate limited", "provider", Name, "zone", zone, "retry_after", d)
 		return nil, wrap(zone, &carbon.RateLimitError{RetryAfter: d})
 	}
-	if resp.status < 200 || resp.status > 299 {
-		return nil, wrap(zone, statusError(resp.status, resp.body))
+	if resp.Status < 200 || resp.Status > 299 {
+		return nil, wrap(zone, statusError(resp.Status, resp.Body))
 	}
-	return resp.body, nil
+	return resp.Body, nil
 }

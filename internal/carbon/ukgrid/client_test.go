@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -117,7 +118,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(body[:25])
 		return
 	case "huge":
-		w.Write(bytes.Repeat([]byte("["), maxBodyBytes+10))
+		w.Write(bytes.Repeat([]byte("["), apiclient.MaxBodyBytes+10))
 		return
 	case "slow":
 		select {

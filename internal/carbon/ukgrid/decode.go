@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 )
 
 // interval is the length of one settlement period.
@@ -48,7 +49,7 @@ func open(body []byte) (json.RawMessage, error) {
 		return nil, fmt.Errorf("%w: decode answer: %w", carbon.ErrBadResponse, err)
 	}
 	if e.Error != nil {
-		msg := clean(e.Error.Code + ": " + e.Error.Message)
+		msg := apiclient.Clean(e.Error.Code + ": " + e.Error.Message)
 		if strings.Contains(strings.ToLower(msg), "region") {
 			return nil, fmt.Errorf("%w: provider says %q", carbon.ErrUnknownZone, msg)
 		}
@@ -71,7 +72,7 @@ func parseTime(field, s string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("%w: %s %q is not an ISO 8601 time", carbon.ErrBadResponse, field, clean(s))
+	return time.Time{}, fmt.Errorf("%w: %s %q is not an ISO 8601 time", carbon.ErrBadResponse, field, apiclient.Clean(s))
 }
 
 // value returns the period's intensity: the actual when preferActual and it

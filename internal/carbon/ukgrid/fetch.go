@@ -1,36 +1,9 @@
 package ukgrid
 
 import (
-	"context"
 	"encoding/json"
-	"net/http"
 
 	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
-)
-
-// Limits shared by every HTTP provider (see apiclient).
-const (
-	maxBodyBytes      = apiclient.MaxBodyBytes
-	defaultRetryAfter = apiclient.DefaultRetryAfter
-	maxRetryAfter     = apiclient.MaxRetryAfter
-)
-
-// response is a fully read HTTP answer.
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-// get performs one GET and reads at most maxBodyBytes of the answer.
-func get(ctx context.Context, hc *http.Client, url string, header http.Header) (response, error) {
-	r, err := apiclient.Get(ctx, hc, url, header)
-	return response{status: r.Status, header: r.Header, body: r.Body}, err
-}
-
-var (
-	parseRetryAfter = apiclient.ParseRetryAfter
-	clean           = apiclient.Clean
 )
 
 // statusError maps a non-2xx answer to an error wrapping a carbon sentinel.
@@ -59,5 +32,5 @@ func detail(body []byte) string {
 		}
 		s += e.Error.Message
 	}
-	return clean(s)
+	return apiclient.Clean(s)
 }

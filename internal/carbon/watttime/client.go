@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 )
 
 // Name is the provider's short name: the Source of its signals.
@@ -277,7 +278,7 @@ func (c *Client) request(ctx context.Context, path string, q url.Values) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	if resp.status == http.StatusUnauthorized {
+	if resp.Status == http.StatusUnauthorized {
 		c.log.Debug("provider token refused, logging in again", "provider", Name)
 		if token, err = c.bearer(ctx, token); err != nil {
 			return nil, err
@@ -286,8 +287,8 @@ func (c *Client) request(ctx context.Context, path string, q url.Values) ([]byte
 			return nil, err
 		}
 	}
-	if resp.status == http.StatusTooManyRequests {
-		d := parseRetryAfter(resp.header.Get("Retry-After"), time.Now())
+	if resp.Status == http.StatusTooManyRequests {
+		d := apiclient.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		c.mu.Lock()
 		// The 3,000-request limit counts logins too, so logins wait as well.
 		until := time.Now().Add(d)
@@ -301,29 +302,29 @@ func (c *Client) request(ctx context.Context, path string, q url.Values) ([]byte
 		c.log.Debug("provider rate limited", "provider", Name, "retry_after", d)
 		return nil, &carbon.RateLimitError{RetryAfter: d}
 	}
-	if resp.status < 200 || resp.status > 299 {
-		return nil, statusError(resp.status, resp.body)
+	if resp.Status < 200 || resp.Status > 299 {
+		return nil, statusError(resp.Status, resp.Body)
 	}
-	return resp.body, nil
+	return resp.Body, nil
 }
 
 // send sends one data request if the local limits allow it.
-func (c *Client) send(ctx context.Context, u, token string) (response, error) {
+func (c *Client) send(ctx context.Context, u, token string) (apiclient.Response, error) {
 	now := time.Now()
 	c.mu.Lock()
 	if wait := c.dataBlockedUntil.Sub(now); wait > 0 {
 		c.mu.Unlock()
-		return response{}, &carbon.RateLimitError{RetryAfter: wait}
+		return apiclient.Response{}, &carbon.RateLimitError{RetryAfter: wait}
 	}
 	wait, ok := c.requests.take(now)
 	c.mu.Unlock()
 	if !ok {
-		return response{}, fmt.Errorf("local limit of %d requests per %s: %w", RequestLimit, LimitPeriod,
+		return apiclient.Response{}, fmt.Errorf("local limit of %d requests per %s: %w", RequestLimit, LimitPeriod,
 			&carbon.RateLimitError{RetryAfter: wait})
 	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+token)
-	return get(ctx, c.hc, u, h)
+	return apiclient.Get(ctx, c.hc, u, h)
 }
 
 // bearer returns a token younger than TokenRefreshAfter, logging in when
@@ -382,13 +383,13 @@ func (c *Client) login(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("build request: %w", err)
 	}
 	req.SetBasicAuth(c.user, c.pass)
-	resp, err := get(ctx, c.hc, req.URL.String(), req.Header)
+	resp, err := apiclient.Get(ctx, c.hc, req.URL.String(), req.Header)
 	if err != nil {
 		return "", err
 	}
 	switch {
-	case resp.status == http.StatusTooManyRequests:
-		d := parseRetryAfter(resp.header.Get("Retry-After"), time.Now())
+	case resp.Status == http.StatusTooManyRequests:
+		d := apiclient.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		c.mu.Lock()
 		if until := time.Now().Add(d); until.After(c.loginBlocked) {
 			c.loginBlocked = until
@@ -396,13 +397,13 @@ func (c *Client) login(ctx context.Context) (string, error) {
 		c.mu.Unlock()
 		c.log.Debug("provider login rate limited", "provider", Name, "retry_after", d)
 		return "", &carbon.RateLimitError{RetryAfter: d}
-	case resp.status == http.StatusUnauthorized || resp.status == http.StatusForbidden:
+	case resp.Status == http.StatusUnauthorized || resp.Status == http.StatusForbidden:
 		// The body is not quoted: it could echo what was sent.
-		return "", fmt.Errorf("%w: credentials refused (HTTP %d)", carbon.ErrUnauthorized, resp.status)
-	case resp.status < 200 || resp.status > 299:
-		return "", statusError(resp.status, resp.body)
+		return "", fmt.Errorf("%w: credentials refused (HTTP %d)", carbon.ErrUnauthorized, resp.Status)
+	case resp.Status < 200 || resp.Status > 299:
+		return "", statusError(resp.Status, resp.Body)
 	}
-	token, err := decodeLogin(resp.body)
+	token, err := decodeLogin(resp.Body)
 	if err != nil {
 		return "", err
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -162,7 +163,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(body[:30])
 		return
 	case "HUGE":
-		w.Write(bytes.Repeat([]byte(" "), maxBodyBytes+1))
+		w.Write(bytes.Repeat([]byte(" "), apiclient.MaxBodyBytes+1))
 		return
 	case "SLOW":
 		select {

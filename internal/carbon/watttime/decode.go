@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aegis-flow/aegis/internal/carbon"
+	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
 )
 
 const (
@@ -57,7 +58,7 @@ func parseTime(field, s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time", carbon.ErrBadResponse, field, clean(s))
+		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time", carbon.ErrBadResponse, field, apiclient.Clean(s))
 	}
 	return t.UTC(), nil
 }
@@ -65,10 +66,10 @@ func parseTime(field, s string) (time.Time, error) {
 // decodeMeta checks the common metadata and returns the point period.
 func decodeMeta(b *dataBody, region, units string) (time.Duration, error) {
 	if b.Meta.Units != units {
-		return 0, fmt.Errorf("%w: meta.units is %q, want %q", carbon.ErrBadResponse, clean(b.Meta.Units), units)
+		return 0, fmt.Errorf("%w: meta.units is %q, want %q", carbon.ErrBadResponse, apiclient.Clean(b.Meta.Units), units)
 	}
 	if b.Meta.Region != "" && b.Meta.Region != region {
-		return 0, fmt.Errorf("%w: answer is for region %q, not the region asked for", carbon.ErrUnknownZone, clean(b.Meta.Region))
+		return 0, fmt.Errorf("%w: answer is for region %q, not the region asked for", carbon.ErrUnknownZone, apiclient.Clean(b.Meta.Region))
 	}
 	period := defaultPeriod
 	if p := b.Meta.DataPointPeriodSeconds; p != nil {

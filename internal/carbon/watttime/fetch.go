@@ -1,37 +1,10 @@
 package watttime
 
 import (
-	"context"
 	"encoding/json"
-	"net/http"
 	"strings"
 
 	"github.com/aegis-flow/aegis/internal/carbon/internal/apiclient"
-)
-
-// Limits shared by every HTTP provider (see apiclient).
-const (
-	maxBodyBytes      = apiclient.MaxBodyBytes
-	defaultRetryAfter = apiclient.DefaultRetryAfter
-	maxRetryAfter     = apiclient.MaxRetryAfter
-)
-
-// response is a fully read HTTP answer.
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-// get performs one GET and reads at most maxBodyBytes of the answer.
-func get(ctx context.Context, hc *http.Client, url string, header http.Header) (response, error) {
-	r, err := apiclient.Get(ctx, hc, url, header)
-	return response{status: r.Status, header: r.Header, body: r.Body}, err
-}
-
-var (
-	parseRetryAfter = apiclient.ParseRetryAfter
-	clean           = apiclient.Clean
 )
 
 // statusError maps a non-2xx answer to an error wrapping a carbon sentinel.
@@ -63,5 +36,5 @@ func detail(body []byte) string {
 	if e.Message != "" {
 		parts = append(parts, e.Message)
 	}
-	return clean(strings.Join(parts, ": "))
+	return apiclient.Clean(strings.Join(parts, ": "))
 }

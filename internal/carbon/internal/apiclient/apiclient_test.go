@@ -52,3 +52,27 @@ func TestClean(t *testing.T) {
 		t.Errorf("Clean left control characters or too much text: %q", got)
 	}
 }
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		in   string
+		want time.Duration
+	}{
+		{"seconds", "120", 2 * time.Minute},
+		{"empty", "", DefaultRetryAfter},
+		{"garbage", "soon", DefaultRetryAfter},
+		{"negative", "-5", 0},
+		{"huge", "999999999999", MaxRetryAfter},
+		{"date", now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{"past date", now.Add(-time.Hour).Format(http.TimeFormat), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ParseRetryAfter(tt.in, now); got != tt.want {
+				t.Errorf("ParseRetryAfter(%q): got %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
