@@ -28,6 +28,7 @@ type resFixture struct {
 	front *httptest.Server
 	reg   *prometheus.Registry
 	bc    *balance.Cluster
+	tr    Transport
 }
 
 type resOptions struct {
@@ -75,7 +76,7 @@ func newResFixture(t *testing.T, o resOptions) *resFixture {
 	}
 	front := httptest.NewServer(p.Handler(Listener{Name: "test"}))
 	t.Cleanup(front.Close)
-	return &resFixture{front: front, reg: reg, bc: bc}
+	return &resFixture{front: front, reg: reg, bc: bc, tr: tr}
 }
 
 // counted is an upstream that counts its requests and answers with status
@@ -259,6 +260,65 @@ func TestRetryConnectFailureAndReset(t *testing.T) {
 				t.Errorf("tries at the healthy endpoint: got %d, want 4", got)
 			}
 		})
+	}
+}
+
+// TestClientGoneDuringDialIsNoConnectFailure: clients that give up while
+// the proxy is still connecting do not eject a healthy endpoint, however
+// many there are.
+func TestClientGoneDuringDialIsNoConnectFailure(t *testing.T) {
+	good := newCounted(t, "good", 200, nil)
+	f := newResFixture(t, resOptions{
+		endpoints: []string{good.addr()},
+		outlier:   balance.OutlierOptions{ConsecutiveConnectFailures: 1, Consecutive5xx: -1, ConsecutiveGatewayErrors: -1},
+	})
+	h1 := f.tr.(*H1Transport)
+	real := h1.dial
+	var hold atomic.Bool
+	hold.Store(true)
+	dialing := make(chan struct{}, 1)
+	h1.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if !hold.Load() {
+			return real(ctx, network, addr)
+		}
+		// An endpoint slow to accept: the dial ends only with the
+		// request, as net.Dialer's does.
+		dialing <- struct{}{}
+		<-ctx.Done()
+		return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+	}
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", f.front.URL+"/", nil)
+		errc := make(chan error, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		select {
+		case <-dialing:
+		case err := <-errc:
+			t.Fatalf("request %d: answered (%v) without a dial: the endpoint was ejected", i, err)
+		}
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("request %d: got %v, want context.Canceled", i, err)
+		}
+		// The try ends once the proxy sees the client go.
+		waitUntil(t, func() bool { return f.bc.Stats().ActiveRequests == 0 })
+	}
+	hold.Store(false)
+	if s := f.bc.Stats(); s.Ejected != 0 {
+		t.Fatalf("got %d endpoints ejected after clients gave up mid-dial, want 0", s.Ejected)
+	}
+	if code, body, _ := do(t, "GET", f.front.URL+"/", ""); code != 200 || body != "good" {
+		t.Fatalf("after clients gave up mid-dial: got %d %q, want 200 \"good\"", code, body)
+	}
+	if got := counter(t, f.reg, "aegis_balance_ejections_total", nil); got != 0 {
+		t.Errorf("ejections: got %v, want 0", got)
 	}
 }
 
