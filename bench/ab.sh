@@ -3,6 +3,7 @@
 #
 #   bench/ab.sh A.toml.tmpl B.toml.tmpl      # templates in the peers.sh format
 #   A_BIN=/tmp/a B_BIN=/tmp/b bench/ab.sh T.toml.tmpl T.toml.tmpl   # two binaries
+#   B_ENV="GOGC=400" bench/ab.sh T.toml.tmpl T.toml.tmpl          # two environments
 #
 # Builds aegis and ../shared/bench/backend, renders both templates (A on ports
 # 25xxx, B on 26xxx, backend on 127.0.0.1:18080), runs both proxies pinned to
@@ -29,8 +30,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
 trap cleanup EXIT
 taskset -c 1 env GOMAXPROCS=1 "$RUN/backend" -addr 127.0.0.1:18080 >/dev/null 2>&1 & PIDS+=($!)
-taskset -c 0 env GOMAXPROCS=1 "$ABIN" run --config "$RUN/a.toml" >/dev/null 2>&1 & PA=$!; PIDS+=($PA)
-taskset -c 0 env GOMAXPROCS=1 "$BBIN" run --config "$RUN/b.toml" >/dev/null 2>&1 & PB=$!; PIDS+=($PB)
+taskset -c 0 env GOMAXPROCS=1 ${A_ENV:-} "$ABIN" run --config "$RUN/a.toml" >/dev/null 2>&1 & PA=$!; PIDS+=($PA)
+taskset -c 0 env GOMAXPROCS=1 ${B_ENV:-} "$BBIN" run --config "$RUN/b.toml" >/dev/null 2>&1 & PB=$!; PIDS+=($PB)
 for cpu in 0 1; do taskset -c $cpu chrt --idle 0 sh -c 'while :; do :; done' & PIDS+=($!); done
 sleep 2
 ticks() { local line rest; read -r line < "/proc/$1/stat"; rest=${line##*) }; set -- $rest; echo $(( ${12} + ${13} )); }
