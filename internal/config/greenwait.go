@@ -3,7 +3,10 @@ package config
 import (
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -63,6 +66,10 @@ type GreenWait struct {
 	// that signs completion callbacks (default "": callbacks off, and a
 	// request with Aegis-Callback gets 400).
 	CallbackKeyEnv string `toml:"callback_key_env" json:"callback_key_env"`
+	// CallbackHosts lists the hosts callbacks may go to: "name",
+	// "*.domain" or an IP address, each with an optional ":port". Empty:
+	// any host at a public address.
+	CallbackHosts []string `toml:"callback_hosts" json:"callback_hosts"`
 	// JobPowerWatts estimates a job's power draw for the carbon-saved
 	// estimate (default 10).
 	JobPowerWatts float64 `toml:"job_power_watts" json:"job_power_watts"`
@@ -181,6 +188,11 @@ func (v *validator) greenwait() {
 	if g.CallbackKeyEnv != "" && !envName(g.CallbackKeyEnv) {
 		v.add(p+".callback_key_env", "%q is not an environment variable name", g.CallbackKeyEnv)
 	}
+	for i, h := range g.CallbackHosts {
+		if msg := checkHostPattern(h); msg != "" {
+			v.add(fmt.Sprintf("%s.callback_hosts[%d]", p, i), "%q: %s", h, msg)
+		}
+	}
 	if g.MaxBytes < -1 || g.MaxBytes > 0 && g.MaxBytes < 1<<20 {
 		v.add(p+".max_bytes", "%d: want at least 1048576 (1 MiB), or -1 for no limit", g.MaxBytes)
 	}
@@ -277,4 +289,41 @@ func envName(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkHostPattern checks the syntax of a callback host pattern (the
+// Green-Wait manager parses it again and is the authority): a host name,
+// "*." and a domain, or an IP address (IPv6 in brackets when a port
+// follows), each with an optional ":port". It returns "" or the problem.
+func checkHostPattern(s string) string {
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port != strconv.Itoa(n) {
+			return "the port must be a number from 1 to 65535"
+		}
+		host = h
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Zone() != "" {
+			return "an address with a zone is not allowed"
+		}
+		return ""
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "*."), ".")
+	if host == "" || len(host) > 253 {
+		return `want a host name, "*." and a domain, or an IP address, each with an optional ":port"`
+	}
+	for label := range strings.SplitSeq(host, ".") {
+		ok := label != "" && len(label) <= 63 && label[0] != '-' && label[len(label)-1] != '-'
+		for i := 0; ok && i < len(label); i++ {
+			c := label[i] | 0x20 // ASCII lower case; digits, '-' and '_' are unchanged
+			ok = 'a' <= c && c <= 'z' || '0' <= label[i] && label[i] <= '9' || label[i] == '-' || label[i] == '_'
+		}
+		if !ok {
+			return `want a host name, "*." and a domain, or an IP address, each with an optional ":port"`
+		}
+	}
+	return ""
 }

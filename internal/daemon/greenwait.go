@@ -127,6 +127,7 @@ func (d *Daemon) openGreenWait(cfg *config.File) error {
 		PurgeInterval:      c.PurgeInterval.Duration,
 		JobPathPrefix:      c.JobPathPrefix,
 		JobPowerWatts:      c.JobPowerWatts,
+		CallbackHosts:      c.CallbackHosts,
 		Logger:             d.log,
 		Registerer:         d.registry,
 	}

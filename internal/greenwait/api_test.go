@@ -78,7 +78,8 @@ func waitState(t *testing.T, m *Manager, id JobID, want State) *Status {
 func TestJobAndAdminAPI(t *testing.T) {
 	fc := &offsetForecaster{offset: time.Hour}
 	callbackKey := []byte("callback-secret")
-	env := newTestManager(t, Options{Forecaster: fc, CallbackKey: callbackKey})
+	// The hook listens on loopback, which callbacks reach only when listed.
+	env := newTestManager(t, Options{Forecaster: fc, CallbackKey: callbackKey, CallbackHosts: []string{"127.0.0.1"}})
 	sink := &callbackSink{}
 	hooks := httptest.NewServer(sink)
 	defer hooks.Close()

@@ -133,6 +133,9 @@ func (m *Manager) Defer(w http.ResponseWriter, r *http.Request, rt RouteOptions)
 			return true
 		}
 		u, err := parseCallback(v)
+		if err == nil {
+			err = m.callbacks.check(u)
+		}
 		if err == nil && m.opts.CheckCallback != nil {
 			err = m.opts.CheckCallback(u)
 		}

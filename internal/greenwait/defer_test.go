@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -194,6 +195,35 @@ func TestDeferCallbackCheck(t *testing.T) {
 				t.Errorf("got %d %s, want %d", w.Code, w.Body, tt.want)
 			}
 		})
+	}
+}
+
+// TestDeferCallbackHosts: the callback host policy applies at submission,
+// with the error named in the 400.
+func TestDeferCallbackHosts(t *testing.T) {
+	tests := []struct {
+		name     string
+		hosts    []string
+		callback string
+		want     int
+		wantBody string
+	}{
+		{name: "public name, no list", callback: "https://hooks.example.test/done", want: 202},
+		{name: "internal IP, no list", callback: "http://10.0.0.1/done", want: 400, wantBody: "10.0.0.1 is not public"},
+		{name: "listed", hosts: []string{"*.example.test"}, callback: "https://hooks.example.test/done", want: 202},
+		{name: "not listed", hosts: []string{"*.example.test"}, callback: "https://hooks.example.net/done", want: 400, wantBody: "not in the allowed callback hosts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newTestManager(t, Options{CallbackKey: []byte("k"), CallbackHosts: tt.hosts})
+			w, _ := env.submit(t, lowRoute, http.MethodPost, "x", map[string]string{HeaderPriority: "low", HeaderCallback: tt.callback})
+			if w.Code != tt.want || !strings.Contains(w.Body.String(), tt.wantBody) {
+				t.Errorf("got %d %s, want %d containing %q", w.Code, w.Body, tt.want, tt.wantBody)
+			}
+		})
+	}
+	if _, err := New(Options{Path: filepath.Join(t.TempDir(), "gw.db"), MasterKey: testKey, Forecaster: &curveForecaster{}, Releaser: &fakeReleaser{}, CallbackHosts: []string{"bad host"}}); err == nil || !strings.Contains(err.Error(), "callback host 0") {
+		t.Errorf("New with a bad callback host: got %v, want it named", err)
 	}
 }
 

@@ -161,12 +161,21 @@ type Options struct {
 	// CallbackKey signs completion callbacks (HMAC-SHA256). Nil disables
 	// callbacks: a request with Aegis-Callback gets 400.
 	CallbackKey []byte
-	// CallbackClient sends callbacks (default: 10 s timeout, no redirects).
+	// CallbackHosts lists the hosts callbacks may go to: a host name,
+	// "*." and a domain (any name below it), or an IP address, each with
+	// an optional ":port". A request naming another host gets 400. Empty:
+	// any host, but only at a public address; a loopback, private,
+	// link-local or shared address is refused at submission when written
+	// as an IP and at connect time when a name resolves to it. Listed
+	// hosts are trusted at any address.
+	CallbackHosts []string
+	// CallbackClient sends callbacks (default: 10 s timeout, no redirects,
+	// connections held to CallbackHosts). A client given here dials where
+	// it likes; only the submission check applies.
 	CallbackClient *http.Client
-	// CheckCallback vets a callback URL at submission (for example
-	// against an allowlist, to keep clients from aiming callbacks at
-	// internal addresses); an error gets 400 with the error's text. Nil
-	// accepts every absolute http or https URL.
+	// CheckCallback vets a callback URL at submission, after
+	// CallbackHosts; an error gets 400 with the error's text. Nil accepts
+	// every URL CallbackHosts does.
 	CheckCallback func(u *url.URL) error
 	// JobPowerWatts estimates a job's power draw for the carbon-saved
 	// estimate when the Releaser reports no energy (default 10 W).
@@ -209,12 +218,6 @@ func (o *Options) setDefaults() {
 	def(&o.PurgeInterval, time.Minute)
 	if o.JobPathPrefix == "" {
 		o.JobPathPrefix = "/.aegis/jobs/"
-	}
-	if o.CallbackClient == nil {
-		o.CallbackClient = &http.Client{
-			Timeout:       10 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
 	}
 	if o.JobPowerWatts == 0 {
 		o.JobPowerWatts = 10
@@ -263,10 +266,11 @@ func (o *Options) validate() error {
 // Manager is Green-Wait: it accepts deferred requests, stores them, plans
 // and releases them, and serves their status. See the package doc.
 type Manager struct {
-	opts Options
-	log  *slog.Logger
-	st   *store
-	met  *metrics
+	opts      Options
+	log       *slog.Logger
+	st        *store
+	met       *metrics
+	callbacks *callbackPolicy
 
 	opMu sync.Mutex // serializes Cancel and Retry
 	mu   sync.Mutex // guards idx
@@ -289,6 +293,13 @@ func New(o Options) (*Manager, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("greenwait options: %w", err)
 	}
+	cp, err := newCallbackPolicy(o.CallbackHosts)
+	if err != nil {
+		return nil, fmt.Errorf("greenwait options: %w", err)
+	}
+	if o.CallbackClient == nil {
+		o.CallbackClient = newCallbackClient(cp)
+	}
 	master := o.MasterKey
 	if master == nil {
 		k, created, err := LoadOrCreateKeyFile(o.KeyFile)
@@ -305,10 +316,11 @@ func New(o Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		opts: o,
-		log:  o.Logger,
-		st:   st,
-		wake: make(chan struct{}, 1),
+		opts:      o,
+		log:       o.Logger,
+		st:        st,
+		callbacks: cp,
+		wake:      make(chan struct{}, 1),
 	}
 	m.idx = newIndex(m.clusterLimit)
 	m.met, err = newMetrics(o.Registerer, func() float64 { return float64(st.bytes.Load()) })
