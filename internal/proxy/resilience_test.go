@@ -320,6 +320,20 @@ func TestClientGoneDuringDialIsNoConnectFailure(t *testing.T) {
 	if got := counter(t, f.reg, "aegis_balance_ejections_total", nil); got != 0 {
 		t.Errorf("ejections: got %v, want 0", got)
 	}
+
+	// A dial the route timeout cuts short does count.
+	hold.Store(true)
+	ft := newResFixture(t, resOptions{
+		route:     Route{Timeout: 50 * time.Millisecond},
+		endpoints: []string{good.addr()},
+		outlier:   balance.OutlierOptions{ConsecutiveConnectFailures: 1, Consecutive5xx: -1, ConsecutiveGatewayErrors: -1},
+	})
+	ft.tr.(*H1Transport).dial = h1.dial
+	go func() { <-dialing }()
+	if code, _, _ := do(t, "GET", ft.front.URL+"/", ""); code != http.StatusGatewayTimeout {
+		t.Fatalf("dial past the route timeout: got %d, want 504", code)
+	}
+	waitUntil(t, func() bool { return ft.bc.Stats().Ejected == 1 })
 }
 
 func TestPerTryTimeout(t *testing.T) {

@@ -392,7 +392,7 @@ func (t *pickTransport) try(req *http.Request, avoid *balance.Endpoint) tryResul
 			r.err, r.perTryTimeout = fmt.Errorf("try %s: %w", ep.Address(), errPerTryTimeout), true
 			res = balance.GatewayError
 			cm.fail(failTimeout)
-		case isDialError(err) && !errors.Is(req.Context().Err(), context.Canceled):
+		case isDialError(err) && !errors.Is(context.Cause(req.Context()), context.Canceled):
 			// A dial cut short because the client went away says nothing
 			// about the endpoint; one cut by the route timeout does.
 			res = balance.ConnectFailure
