@@ -132,6 +132,9 @@ type Timeouts struct {
 
 // HTTP2 holds the HTTP/2 server limits.
 type HTTP2 struct {
+	// Server selects the HTTP/2 server: "aegis" (default), Aegis-Flow's
+	// own, or "x/net", golang.org/x/net/http2's.
+	Server string `toml:"server" json:"server"`
 	// MaxConcurrentStreams per connection (default 100).
 	MaxConcurrentStreams int `toml:"max_concurrent_streams" json:"max_concurrent_streams"`
 	// MaxReadFrameSize in bytes (default 16384, the protocol minimum).

@@ -160,6 +160,9 @@ func (v *validator) listeners() {
 			}
 		}
 		h := l.HTTP2
+		if h.Server != "" && h.Server != "aegis" && h.Server != "x/net" {
+			v.add(p+".http2.server", "%q is not one of aegis, x/net", h.Server)
+		}
 		v.between(p+".http2.max_concurrent_streams", h.MaxConcurrentStreams, 1, 1000)
 		v.between(p+".http2.max_read_frame_size", h.MaxReadFrameSize, 16<<10, 1<<24-1)
 		v.between(p+".http2.max_header_bytes", h.MaxHeaderBytes, 1<<10, 1<<20)

@@ -377,6 +377,7 @@ func (d *Daemon) serverOptions(l config.Listener, g *generation) server.Options 
 		HTTP2: server.HTTP2Limits{
 			MaxConcurrentStreams: l.HTTP2.MaxConcurrentStreams, MaxReadFrameSize: l.HTTP2.MaxReadFrameSize,
 			StreamWindow: l.HTTP2.StreamWindow, ConnWindow: l.HTTP2.ConnWindow,
+			XNet: l.HTTP2.Server == "x/net",
 		},
 		Logger: d.log,
 	}

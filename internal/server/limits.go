@@ -339,10 +339,26 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 		}
 		return newGuardConn(c, lim, preface, onAbuse)
 	}
+	own := &h2Server{
+		streamWindow:   int32(o.HTTP2.StreamWindow),
+		connWindow:     int32(o.HTTP2.ConnWindow),
+		maxReadFrame:   uint32(o.HTTP2.MaxReadFrameSize),
+		maxStreams:     uint32(o.HTTP2.MaxConcurrentStreams),
+		maxHeaderBytes: uint32(o.MaxHeaderBytes),
+		idleTimeout:    o.IdleTimeout,
+		readTimeout:    o.ReadTimeout,
+		writeTimeout:   o.WriteTimeout,
+		log:            s.log,
+	}
+	g.srv.RegisterOnShutdown(own.Shutdown)
 	serve := func(hs *http.Server, c net.Conn, h http.Handler, sawPreface bool) {
 		ctx := context.Background()
 		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 			ctx = bc.BaseContext()
+		}
+		if !o.HTTP2.XNet {
+			own.ServeConn(ctx, c, h, sawPreface)
+			return
 		}
 		h2s.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: hs, Handler: h, SawClientPreface: sawPreface})
 	}

@@ -65,6 +65,9 @@ type Options struct {
 
 // HTTP2Limits are the HTTP/2 server limits. Zero means the default.
 type HTTP2Limits struct {
+	// XNet serves HTTP/2 with golang.org/x/net/http2's server instead of
+	// Aegis-Flow's own (h2serve.go).
+	XNet bool
 	// MaxConcurrentStreams per connection (default 100).
 	MaxConcurrentStreams int
 	// MaxReadFrameSize in bytes (default 16384).
