@@ -249,6 +249,7 @@ type h2Conn struct {
 	resetIDs       map[uint32]struct{} // streams this side reset: their late frames are ignored
 	resetOrder     []uint32            // resetIDs oldest first, to bound it
 	sawSettings    bool
+	settingsAcked  bool // the client acknowledged our SETTINGS
 }
 
 // h2ConnError ends the connection with GOAWAY.
@@ -374,6 +375,9 @@ func (c *h2Conn) process(f http2.Frame) error {
 
 func (c *h2Conn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
+		c.mu.Lock()
+		c.settingsAcked = true
+		c.mu.Unlock()
 		return nil
 	}
 	// Values apply in order; of several INITIAL_WINDOW_SIZE values in one
@@ -666,7 +670,13 @@ func (c *h2Conn) processData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvWindow -= n
-	if st.recvWindow < 0 {
+	// Until the client acknowledges our SETTINGS it may still count on
+	// the protocol's initial 65535 bytes, if our window is smaller.
+	floor := int32(0)
+	if !c.settingsAcked && c.srv.streamWindow < h2DefaultWindow {
+		floor = c.srv.streamWindow - h2DefaultWindow
+	}
+	if st.recvWindow < floor {
 		c.mu.Unlock()
 		c.returnConnWindow(n)
 		c.resetStream(id, http2.ErrCodeFlowControl)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -47,7 +48,7 @@ type h2Stream struct {
 	declared    int64           // Content-Length the handler set, or -1
 	noBody      bool            // HEAD, 204, 304
 	trailerKeys map[string]bool // declared in the Trailer header at WriteHeader
-	sent100     bool
+	sent100     atomic.Bool     // the body may be read on another goroutine
 }
 
 func (st *h2Stream) run(status int) {
@@ -162,7 +163,7 @@ func (st *h2Stream) WriteHeader(code int) {
 			return // no upgrades in HTTP/2
 		}
 		if code == http.StatusContinue {
-			st.sent100 = true
+			st.sent100.Store(true)
 		}
 		st.writeHeaders(code, st.hdr, false, true)
 		return
@@ -575,8 +576,7 @@ func (b *h2Body) finish(tr http.Header) {
 
 func (b *h2Body) Read(p []byte) (int, error) {
 	st := b.st
-	if !st.sent100 && st.req.Header.Get("Expect") == "100-continue" {
-		st.sent100 = true
+	if !st.sent100.Load() && st.req.Header.Get("Expect") == "100-continue" && !st.sent100.Swap(true) {
 		st.writeHeaders(http.StatusContinue, nil, false, true)
 	}
 	b.mu.Lock()
