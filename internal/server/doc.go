@@ -1,5 +1,8 @@
-// Package server runs Aegis-Flow's listeners: net/http for HTTP/1.1, HTTP/2
-// over TLS (ALPN) and h2c (cleartext HTTP/2 with prior knowledge).
+// Package server runs Aegis-Flow's listeners: net/http for HTTP/1.1 and for
+// accepting connections; HTTP/2 over TLS (ALPN) and h2c (cleartext HTTP/2
+// with prior knowledge) are handed from net/http to Aegis-Flow's own HTTP/2
+// server (h2serve.go, h2stream.go) or, when a listener asks for it, to
+// golang.org/x/net/http2's.
 //
 // A [Server] owns its socket for its whole life. [Server.Update] applies a new
 // configuration without closing the socket: when only the handler changes it

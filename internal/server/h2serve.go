@@ -132,11 +132,10 @@ func (s *h2Server) trimIdle() {
 }
 
 const (
-	h2MaxFrame       = 16 << 10 // the protocol's initial SETTINGS_MAX_FRAME_SIZE
-	h2ChunkSize      = 4 << 10  // response bytes buffered per stream before a DATA frame
-	h2MaxWindow      = 1<<31 - 1
-	h2DefaultWindow  = 65535
-	h2HandlerTimeout = 10 * time.Second // how long Shutdown's GOAWAY waits for nothing
+	h2MaxFrame      = 16 << 10 // the protocol's initial SETTINGS_MAX_FRAME_SIZE
+	h2ChunkSize     = 4 << 10  // response bytes buffered per stream before a DATA frame
+	h2MaxWindow     = 1<<31 - 1
+	h2DefaultWindow = 65535
 )
 
 // Why a stream ended early. They are the cause of the request context's
@@ -184,7 +183,6 @@ func (s *h2Server) ServeConn(ctx context.Context, nc net.Conn, h http.Handler, s
 		peerWindow:     h2DefaultWindow,
 		peerMaxFrame:   h2MaxFrame,
 		remoteAddr:     nc.RemoteAddr().String(),
-		done:           make(chan struct{}),
 	}
 	c.cond = sync.NewCond(&c.mu)
 	if cs, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
@@ -225,7 +223,6 @@ type h2Conn struct {
 	fr         *http2.Framer // reads on the serve goroutine; writes under wmu
 	tls        *tls.ConnectionState
 	remoteAddr string
-	done       chan struct{} // closed when the connection ends
 
 	wmu  sync.Mutex
 	bw   *bufio.Writer
@@ -241,8 +238,7 @@ type h2Conn struct {
 	connSendWindow int64
 	peerWindow     int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMaxFrame   uint32 // the client's SETTINGS_MAX_FRAME_SIZE
-	goAwayID       uint32 // streams above it are ignored once goingAway
-	goingAway      bool
+	goingAway      bool   // GOAWAY sent or received: new streams are ignored
 	closed         bool
 	connRecvUsed   int32               // bytes received whose window was not yet returned
 	connReturn     int32               // bytes consumed, to return in the next connection WINDOW_UPDATE
@@ -365,7 +361,6 @@ func (c *h2Conn) process(f http2.Frame) error {
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
 		c.goingAway = true
-		c.goAwayID = c.maxClientID
 		c.mu.Unlock()
 	case *http2.PushPromiseFrame:
 		return connErr(http2.ErrCodeProtocol, "client sent PUSH_PROMISE")
@@ -468,14 +463,14 @@ func (c *h2Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	c.mu.Unlock()
-	req, status, err := c.newRequest(f)
+	ctx, cancel := context.WithCancelCause(c.baseCtx)
+	req, status, err := c.newRequest(ctx, f)
 	if err != nil {
+		cancel(nil)
 		c.resetStream(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	st := &h2Stream{c: c, id: id, req: req}
-	st.ctx, st.cancel = context.WithCancelCause(req.Context())
-	st.req = req.WithContext(st.ctx)
+	st := &h2Stream{c: c, id: id, req: req, ctx: ctx, cancel: cancel}
 	st.body.cond = sync.NewCond(&st.body.mu)
 	st.body.st = st
 	st.body.declared = req.ContentLength
@@ -535,7 +530,7 @@ var h2ConnHeaders = []string{"connection", "keep-alive", "proxy-connection", "tr
 // newRequest maps a request head to an *http.Request. A non-zero status
 // is an answer the server gives itself (431 for a header list over the
 // limit); an error is a malformed request (stream error PROTOCOL_ERROR).
-func (c *h2Conn) newRequest(f *http2.MetaHeadersFrame) (*http.Request, int, error) {
+func (c *h2Conn) newRequest(ctx context.Context, f *http2.MetaHeadersFrame) (*http.Request, int, error) {
 	method, scheme, path, authority := f.PseudoValue("method"), f.PseudoValue("scheme"), f.PseudoValue("path"), f.PseudoValue("authority")
 	for _, hf := range f.PseudoFields() {
 		switch hf.Name {
@@ -636,7 +631,7 @@ func (c *h2Conn) newRequest(f *http2.MetaHeadersFrame) (*http.Request, int, erro
 		RequestURI:    path,
 		TLS:           c.tls,
 		Trailer:       trailer,
-	}).WithContext(c.baseCtx)
+	}).WithContext(ctx)
 	return req, status, nil
 }
 
@@ -819,7 +814,6 @@ func (c *h2Conn) goAway(code http2.ErrCode, graceful bool) {
 	}
 	c.goingAway = true
 	last := c.maxClientID
-	c.goAwayID = last
 	idle := c.active == 0
 	c.mu.Unlock()
 	c.writeCtl(func() error { return c.fr.WriteGoAway(last, code, nil) })
@@ -841,7 +835,6 @@ func (c *h2Conn) close() {
 	for _, st := range streams {
 		st.abort(errH2ConnClosed)
 	}
-	close(c.done)
 	c.nc.Close()
 }
 

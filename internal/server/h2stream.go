@@ -342,7 +342,7 @@ func (st *h2Stream) writeHeaders(status int, h http.Header, end, flush bool) err
 	}
 	c.hbuf.Reset()
 	if status != 0 {
-		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
 		if status >= 200 {
 			st.sentHeader = true
 		}
@@ -363,7 +363,7 @@ func (st *h2Stream) writeHeaders(status int, h http.Header, end, flush bool) err
 		case "Te":
 			continue
 		}
-		name := strings.ToLower(k)
+		name := lowerHeader(k)
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
 				continue
@@ -373,7 +373,7 @@ func (st *h2Stream) writeHeaders(status int, h http.Header, end, flush bool) err
 	}
 	if status >= 200 {
 		if !hasDate {
-			c.henc.WriteField(hpack.HeaderField{Name: "date", Value: time.Now().UTC().Format(http.TimeFormat)})
+			c.henc.WriteField(hpack.HeaderField{Name: "date", Value: httpDate()})
 		}
 		if !hasType && !st.noBody && len(st.buf) > 0 {
 			c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: http.DetectContentType(st.buf)})
@@ -634,3 +634,60 @@ func (b *h2Body) abort(err error) int {
 	b.cond.Broadcast()
 	return n
 }
+
+// lowerNames holds the lower-case forms of common response header names,
+// so that encoding them allocates nothing.
+var lowerNames = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Cache-Control", "Content-Disposition",
+		"Content-Encoding", "Content-Language", "Content-Length", "Content-Location", "Content-Range",
+		"Content-Type", "Date", "Etag", "Expires", "Grpc-Message", "Grpc-Status", "Last-Modified", "Link",
+		"Location", "Retry-After", "Server", "Set-Cookie", "Strict-Transport-Security", "Trailer",
+		"Vary", "Via", "Www-Authenticate", "X-Content-Type-Options", "X-Frame-Options", "X-Request-Id",
+		"Aegis-Demo-Region", "Aegis-Region", "Aegis-Carbon-Intensity",
+	} {
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()
+
+func lowerHeader(k string) string {
+	if v, ok := lowerNames[k]; ok {
+		return v
+	}
+	return strings.ToLower(k)
+}
+
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 204:
+		return "204"
+	case 304:
+		return "304"
+	case 404:
+		return "404"
+	}
+	return strconv.Itoa(code)
+}
+
+// httpDate is the Date header value, formatted once a second.
+func httpDate() string {
+	now := time.Now()
+	sec := now.Unix()
+	if d := cachedDate.Load(); d != nil && d.sec == sec {
+		return d.text
+	}
+	d := &dateText{sec: sec, text: now.UTC().Format(http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.text
+}
+
+type dateText struct {
+	sec  int64
+	text string
+}
+
+var cachedDate atomic.Pointer[dateText]

@@ -289,9 +289,10 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.next().ServeHTTP(w, r)
 }
 
-// setupHTTP2 makes g's HTTP/2 server: golang.org/x/net/http2 serving each
-// connection through the abuse guard, for TLS (ALPN h2) and for h2c (prior
-// knowledge, handed over by net/http after it read the preface).
+// setupHTTP2 makes g's HTTP/2 server, Aegis-Flow's own or (with
+// HTTP2.XNet) golang.org/x/net/http2's, serving each connection through the
+// abuse guard, for TLS (ALPN h2) and for h2c (prior knowledge, handed over
+// by net/http after it read the preface).
 func (s *Server) setupHTTP2(g *generation, o Options) {
 	var h2, h2c bool
 	for _, p := range o.Protocols {
