@@ -132,8 +132,12 @@ func (s *h2Server) trimIdle() {
 }
 
 const (
-	h2MaxFrame      = 16 << 10 // the protocol's initial SETTINGS_MAX_FRAME_SIZE
-	h2ChunkSize     = 4 << 10  // response bytes buffered per stream before a DATA frame
+	h2MaxFrame  = 16 << 10 // the protocol's initial SETTINGS_MAX_FRAME_SIZE
+	h2ChunkSize = 4 << 10  // response bytes buffered per stream before a DATA frame
+	// h2ConnBuffer sizes each connection's read and write buffers: many
+	// small frames per system call, 8 KiB per connection in all (larger
+	// reads and writes bypass them).
+	h2ConnBuffer    = 4 << 10
 	h2MaxWindow     = 1<<31 - 1
 	h2DefaultWindow = 65535
 )
@@ -176,8 +180,8 @@ func (s *h2Server) ServeConn(ctx context.Context, nc net.Conn, h http.Handler, s
 		handler:        h,
 		baseCtx:        ctx,
 		nc:             nc,
-		br:             bufio.NewReaderSize(nc, 16<<10),
-		bw:             bufio.NewWriterSize(nc, 16<<10),
+		br:             bufio.NewReaderSize(nc, h2ConnBuffer),
+		bw:             bufio.NewWriterSize(nc, h2ConnBuffer),
 		streams:        map[uint32]*h2Stream{},
 		connSendWindow: h2DefaultWindow,
 		peerWindow:     h2DefaultWindow,
