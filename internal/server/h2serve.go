@@ -198,6 +198,9 @@ func (s *h2Server) ServeConn(ctx context.Context, nc net.Conn, h http.Handler, s
 	c.fr.MaxHeaderListSize = s.maxHeaderBytes
 	c.fr.SetMaxReadFrameSize(s.maxReadFrame)
 	c.henc = hpack.NewEncoder(&c.hbuf)
+	// The client's SETTINGS_HEADER_TABLE_SIZE may only shrink our
+	// encoder's table below the default, never grow it.
+	c.henc.SetMaxDynamicTableSizeLimit(4096)
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
