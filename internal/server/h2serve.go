@@ -45,6 +45,11 @@ type h2Server struct {
 	idleTimeout    time.Duration
 	readTimeout    time.Duration // a request body must be complete within it (0: none)
 	writeTimeout   time.Duration // a response must be complete within it (0: none)
+	// stallTimeout bounds a response's wait for flow-control window: a
+	// client that stops granting window is a client that stops reading
+	// (the listener's write_idle; 0 or less: no bound). onStall counts it.
+	stallTimeout time.Duration
+	onStall      func()
 	log            *slog.Logger
 
 	mu       sync.Mutex

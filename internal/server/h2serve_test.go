@@ -290,6 +290,35 @@ func TestH2LateFramesAndReadTimeout(t *testing.T) {
 	}
 }
 
+// TestH2FlowControlStall: a client that grants no window is cut after the
+// listener's write_idle, like a client that stops reading.
+func TestH2FlowControlStall(t *testing.T) {
+	addr := startH2C(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "never delivered")
+	}), func(o *Options) { o.Limits.WriteIdleTimeout = 200 * time.Millisecond })
+	c := dial(t, addr)
+	defer c.Close()
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true, EndStream: true, BlockFragment: encodeHeaders(t, "GET")})
+	start := time.Now()
+	var data int
+	f := readUntil(t, c, fr, func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			data += len(d.Data())
+		}
+		_, ok := f.(*http2.RSTStreamFrame)
+		return ok
+	})
+	if code := f.(*http2.RSTStreamFrame).ErrCode; code != http2.ErrCodeFlowControl || data != 0 {
+		t.Fatalf("got RST_STREAM %v after %d data bytes, want FLOW_CONTROL_ERROR and none", code, data)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("reset after %v, before write_idle", d)
+	}
+}
+
 // TestH2IdleAndShutdown: an idle connection gets GOAWAY(NO_ERROR) after
 // the idle timeout, and Shutdown lets an in-flight stream finish.
 func TestH2IdleAndShutdown(t *testing.T) {

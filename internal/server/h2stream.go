@@ -451,6 +451,8 @@ func (st *h2Stream) sendData(p []byte, end bool) error {
 // and at most one frame's worth, waiting while there is none.
 func (st *h2Stream) reserve(want int) (int, error) {
 	c := st.c
+	var stall *time.Timer
+	stalled := false // guarded by c.mu
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -477,9 +479,33 @@ func (st *h2Stream) reserve(want int) (int, error) {
 		if st.sendWindow > 0 && c.connSendWindow > 0 || st.aborted || c.closed {
 			continue
 		}
+		if d := c.srv.stallTimeout; d > 0 {
+			if stall == nil {
+				stall = time.AfterFunc(d, func() {
+					c.mu.Lock()
+					stalled = true
+					c.cond.Broadcast()
+					c.mu.Unlock()
+				})
+				defer stall.Stop()
+			}
+			if stalled {
+				c.mu.Unlock()
+				if c.srv.onStall != nil {
+					c.srv.onStall()
+				}
+				c.resetStream(st.id, http2.ErrCodeFlowControl)
+				c.mu.Lock()
+				return 0, errH2Stalled
+			}
+		}
 		c.cond.Wait()
 	}
 }
+
+// errH2Stalled: the client granted no flow-control window for the
+// listener's write_idle.
+var errH2Stalled = errors.New("http2: no flow-control window from the client within write_idle")
 
 // flush writes out the connection's buffer.
 func (c *h2Conn) flush() error {

@@ -349,6 +349,8 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 		idleTimeout:    o.IdleTimeout,
 		readTimeout:    o.ReadTimeout,
 		writeTimeout:   o.WriteTimeout,
+		stallTimeout:   o.Limits.WriteIdleTimeout,
+		onStall:        s.metrics.writeTimeout.Inc,
 		log:            s.log,
 	}
 	g.srv.RegisterOnShutdown(own.Shutdown)
