@@ -50,7 +50,7 @@ type h2Server struct {
 	// (the listener's write_idle; 0 or less: no bound). onStall counts it.
 	stallTimeout time.Duration
 	onStall      func()
-	log            *slog.Logger
+	log          *slog.Logger
 
 	mu       sync.Mutex
 	conns    map[*h2Conn]struct{}
