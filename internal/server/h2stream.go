@@ -540,7 +540,8 @@ type h2Body struct {
 	err      error // io.EOF once complete, or why the stream ended
 	declared int64 // content-length, or -1
 	received int64
-	closed   bool // the handler closed the body
+	closed   bool        // the handler closed the body
+	trailer  http.Header // received trailers, for the request at EOF
 }
 
 // write queues p; end marks the body complete. It reports false when the
@@ -589,12 +590,10 @@ func (b *h2Body) finish(tr http.Header) {
 	if b.declared >= 0 && b.received != b.declared {
 		b.err = errors.New("http2: request body does not match its content-length")
 	} else {
-		if b.st.req.Trailer == nil {
-			b.st.req.Trailer = http.Header{}
-		}
-		for k, vv := range tr {
-			b.st.req.Trailer[k] = vv
-		}
+		// Handed to the request by the reader of the body at EOF: the
+		// handler's goroutine may be reading req.Trailer now (a request
+		// clone), the body's reader is the one that waits for it.
+		b.trailer = tr
 		b.err = io.EOF
 	}
 	b.cond.Broadcast()
@@ -611,6 +610,16 @@ func (b *h2Body) Read(p []byte) (int, error) {
 	}
 	if b.buf.Len() == 0 {
 		err := b.err
+		if err == io.EOF && b.trailer != nil {
+			// Declared trailers only, as their keys are already in the
+			// request's map (RFC 9110 6.5.1); the map itself is not replaced.
+			for k := range st.req.Trailer {
+				if vv, ok := b.trailer[k]; ok {
+					st.req.Trailer[k] = vv
+				}
+			}
+			b.trailer = nil
+		}
 		b.mu.Unlock()
 		return 0, err
 	}
