@@ -59,7 +59,7 @@ type h2Server struct {
 	// Handlers run on pooled goroutines: a goroutine that served a
 	// request keeps the stack it grew, which a new goroutine would grow
 	// again, copying it two or three times, for every request.
-	wmu       sync.Mutex
+	workersMu sync.Mutex
 	idle      []*h2Worker // most recently parked last
 	trimTimer *time.Timer
 }
@@ -82,16 +82,16 @@ const (
 
 // dispatch runs the stream's handler on an idle worker, or a new one.
 func (s *h2Server) dispatch(j h2Job) {
-	s.wmu.Lock()
+	s.workersMu.Lock()
 	if n := len(s.idle); n > 0 {
 		w := s.idle[n-1]
 		s.idle[n-1] = nil
 		s.idle = s.idle[:n-1]
-		s.wmu.Unlock()
+		s.workersMu.Unlock()
 		w.jobs <- j
 		return
 	}
-	s.wmu.Unlock()
+	s.workersMu.Unlock()
 	go s.work(j)
 }
 
@@ -100,9 +100,9 @@ func (s *h2Server) work(j h2Job) {
 	for {
 		j.st.run(j.status)
 		j = h2Job{}
-		s.wmu.Lock()
+		s.workersMu.Lock()
 		if len(s.idle) >= h2MaxIdleWorkers {
-			s.wmu.Unlock()
+			s.workersMu.Unlock()
 			return
 		}
 		w.since = time.Now()
@@ -110,7 +110,7 @@ func (s *h2Server) work(j h2Job) {
 		if s.trimTimer == nil {
 			s.trimTimer = time.AfterFunc(h2WorkerIdle, s.trimIdle)
 		}
-		s.wmu.Unlock()
+		s.workersMu.Unlock()
 		var ok bool
 		if j, ok = <-w.jobs; !ok {
 			return
@@ -120,8 +120,8 @@ func (s *h2Server) work(j h2Job) {
 
 // trimIdle ends the workers that have been idle for h2WorkerIdle.
 func (s *h2Server) trimIdle() {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.workersMu.Lock()
+	defer s.workersMu.Unlock()
 	cutoff := time.Now().Add(-h2WorkerIdle)
 	n := 0
 	for n < len(s.idle) && s.idle[n].since.Before(cutoff) {
@@ -168,12 +168,12 @@ func (s *h2Server) Shutdown() {
 	for _, c := range conns {
 		c.goAway(http2.ErrCodeNo, true)
 	}
-	s.wmu.Lock()
+	s.workersMu.Lock()
 	for _, w := range s.idle {
 		close(w.jobs)
 	}
 	s.idle = nil
-	s.wmu.Unlock()
+	s.workersMu.Unlock()
 }
 
 // ServeConn serves one connection until it ends. sawPreface says the
@@ -294,7 +294,9 @@ func (c *h2Conn) serve(sawPreface bool) {
 	if err != nil {
 		return
 	}
-	c.armIdle()
+	c.mu.Lock()
+	c.armIdleLocked()
+	c.mu.Unlock()
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
@@ -334,8 +336,10 @@ func (c *h2Conn) idle() bool {
 	return c.active == 0
 }
 
-// armIdle sets the idle deadline while no stream is in progress.
-func (c *h2Conn) armIdle() {
+// armIdleLocked sets the idle deadline. Callers hold mu and have seen no
+// stream in progress, so that a stream that has just started (and cleared
+// the deadline under mu) is not cut by it.
+func (c *h2Conn) armIdleLocked() {
 	if d := c.srv.idleTimeout; d > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(d))
 	} else {
@@ -437,8 +441,8 @@ func (c *h2Conn) processSettings(f *http2.SettingsFrame) error {
 	return c.writeCtl(c.fr.WriteSettingsAck)
 }
 
-// streamState tells what the client may still send on a stream id that has
-// no live stream: idle (never opened) or closed.
+// idleStream reports whether a stream id without a live stream was never
+// opened (idle), as opposed to closed. Callers hold mu.
 func (c *h2Conn) idleStream(id uint32) bool { return id > c.maxClientID }
 
 func (c *h2Conn) processHeaders(f *http2.MetaHeadersFrame) error {
@@ -529,10 +533,12 @@ func (c *h2Conn) processTrailers(st *h2Stream, f *http2.MetaHeadersFrame) error 
 	for _, hf := range f.RegularFields() {
 		tr.Add(http.CanonicalHeaderKey(hf.Name), hf.Value)
 	}
-	st.body.finish(tr)
 	c.mu.Lock()
 	st.remoteClosed = true
 	c.mu.Unlock()
+	if !st.body.finish(tr) {
+		c.resetStream(st.id, http2.ErrCodeProtocol) // content-length mismatch
+	}
 	return nil
 }
 
@@ -791,7 +797,7 @@ func (c *h2Conn) noteResetLocked(id uint32) {
 	c.resetOrder = append(c.resetOrder, id)
 }
 
-// wasReset reports whether this side reset stream id. Callers hold mu.
+// wasResetLocked reports whether this side reset stream id. Callers hold mu.
 func (c *h2Conn) wasResetLocked(id uint32) bool {
 	_, ok := c.resetIDs[id]
 	return ok
@@ -805,11 +811,11 @@ func (c *h2Conn) writeCtl(write func() error) error {
 		return c.werr
 	}
 	if err := write(); err != nil {
-		c.werr = err
+		c.failLocked(err)
 		return err
 	}
 	if err := c.bw.Flush(); err != nil {
-		c.werr = err
+		c.failLocked(err)
 		return err
 	}
 	return nil
@@ -851,31 +857,22 @@ func (c *h2Conn) close() {
 }
 
 // returnConnWindow gives n bytes of connection window back to the client.
-func (c *h2Conn) returnConnWindow(n int32) {
-	c.mu.Lock()
-	c.connReturn += n
-	var inc int32
-	if c.connReturn >= c.srv.connWindow/4 {
-		inc, c.connReturn = c.connReturn, 0
-		c.connRecvUsed -= inc
-	}
-	c.mu.Unlock()
-	if inc > 0 {
-		c.writeCtl(func() error { return c.fr.WriteWindowUpdate(0, uint32(inc)) })
-	}
-}
+func (c *h2Conn) returnConnWindow(n int32) { c.returnWindow(nil, n) }
 
-// returnWindow gives n bytes of stream and connection window back once
-// enough has been consumed, so that a large upload costs few updates.
+// returnWindow gives n consumed bytes of window back, to st (nil: only the
+// connection) and to the connection, once a quarter of a window has
+// gathered, so that a large upload costs few updates.
 func (c *h2Conn) returnWindow(st *h2Stream, n int32) {
 	c.mu.Lock()
-	st.recvUsed += n
-	c.connReturn += n
 	var sInc, cInc int32
-	if !st.remoteClosed && st.recvUsed >= c.srv.streamWindow/4 {
-		sInc, st.recvUsed = st.recvUsed, 0
-		st.recvWindow += sInc
+	if st != nil {
+		st.recvUsed += n
+		if !st.remoteClosed && st.recvUsed >= c.srv.streamWindow/4 {
+			sInc, st.recvUsed = st.recvUsed, 0
+			st.recvWindow += sInc
+		}
 	}
+	c.connReturn += n
 	if c.connReturn >= c.srv.connWindow/4 {
 		cInc, c.connReturn = c.connReturn, 0
 		c.connRecvUsed -= cInc

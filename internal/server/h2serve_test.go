@@ -170,6 +170,18 @@ func TestH2ServerFrames(t *testing.T) {
 			t.Fatalf("got RST_STREAM %v, want PROTOCOL_ERROR", code)
 		}
 	})
+	t.Run("trailers before the declared length", func(t *testing.T) {
+		c, fr := rawH2C(t, addr)
+		defer c.Close()
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true, BlockFragment: encodeHeaders(t, "POST", "content-length", "5")})
+		fr.WriteData(1, false, []byte("abc"))
+		var tb bytes.Buffer
+		hpack.NewEncoder(&tb).WriteField(hpack.HeaderField{Name: "x-t", Value: "1"})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true, EndStream: true, BlockFragment: tb.Bytes()})
+		if code := readReset(t, c, fr, 1); code != http2.ErrCodeProtocol {
+			t.Fatalf("got RST_STREAM %v, want PROTOCOL_ERROR", code)
+		}
+	})
 	t.Run("header list over the limit", func(t *testing.T) {
 		c, fr := rawH2C(t, addr)
 		defer c.Close()

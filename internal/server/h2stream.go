@@ -104,6 +104,9 @@ func (st *h2Stream) done() {
 	c.active--
 	idle := c.active == 0
 	goingAway := c.goingAway
+	if idle && !goingAway {
+		c.armIdleLocked()
+	}
 	c.mu.Unlock()
 	if remoteOpen {
 		// The answer is complete; the rest of the request is not wanted
@@ -113,12 +116,8 @@ func (st *h2Stream) done() {
 	if n := st.body.abort(errH2StreamClosed); n > 0 {
 		c.returnConnWindow(int32(n))
 	}
-	if idle {
-		if goingAway {
-			c.nc.Close()
-		} else {
-			c.armIdle()
-		}
+	if idle && goingAway {
+		c.nc.Close()
 	}
 }
 
@@ -580,14 +579,16 @@ func (b *h2Body) write(p []byte, end bool) bool {
 	return true
 }
 
-// finish ends the body with trailers.
-func (b *h2Body) finish(tr http.Header) {
+// finish ends the body with trailers. It reports false when the body
+// fell short of its declared content-length.
+func (b *h2Body) finish(tr http.Header) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err != nil {
-		return
+		return true
 	}
-	if b.declared >= 0 && b.received != b.declared {
+	ok := b.declared < 0 || b.received == b.declared
+	if !ok {
 		b.err = errors.New("http2: request body does not match its content-length")
 	} else {
 		// Handed to the request by the reader of the body at EOF: the
@@ -597,6 +598,7 @@ func (b *h2Body) finish(tr http.Header) {
 		b.err = io.EOF
 	}
 	b.cond.Broadcast()
+	return ok
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {
