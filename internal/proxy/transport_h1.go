@@ -487,7 +487,13 @@ func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, hasBody bool
 		resp.Body = &h1Upgraded{pc: pc, stop: stop}
 		return resp, nil
 	}
+	if resp.Body == nil && resp.ContentLength > 0 {
+		// The simple shape (h1resp.go): the body is the next ContentLength bytes.
+		resp.Body = &h1Body{pc: pc, remain: resp.ContentLength, stop: stop, reuse: reuse, hasBody: hasBody}
+		return resp, nil
+	}
 	if resp.Body == nil || resp.Body == http.NoBody {
+		resp.Body = http.NoBody
 		pc.finish(reuse, hasBody, stop)
 		return resp, nil
 	}
@@ -642,6 +648,9 @@ func (pc *h1Conn) readResponse(ctx context.Context, req *http.Request) (*http.Re
 	pc.limit = pc.t.maxHeaderBytes
 	defer func() { pc.limit = math.MaxInt64 }()
 	for range max1xx {
+		if resp, ok := readSimpleResponse(pc.br, req); ok {
+			return resp, nil
+		}
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
 			if pc.limit <= 0 {
@@ -707,24 +716,49 @@ func (pc *h1Conn) wroteRequest() bool {
 	}
 }
 
-// h1Body is a response body; its end returns the connection.
+// h1Body is a response body; its end returns the connection. It reads
+// body, the body http.ReadResponse made, or when that is nil the next
+// remain bytes of the connection.
 type h1Body struct {
 	pc      *h1Conn
 	body    io.ReadCloser
+	remain  int64
 	stop    func() bool
 	reuse   bool
 	hasBody bool
 	done    bool
 }
 
-func (b *h1Body) Read(p []byte) (int, error) {
+func (b *h1Body) Read(p []byte) (n int, err error) {
 	if b.done {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	n, err := b.body.Read(p)
+	if b.body != nil {
+		n, err = b.body.Read(p)
+	} else {
+		n, err = b.readFixed(p)
+	}
 	if err != nil {
 		b.done = true
 		b.pc.finish(b.reuse && err == io.EOF, b.hasBody, b.stop)
+	}
+	return n, err
+}
+
+// readFixed reads the rest of a body of known length, reporting io.EOF
+// with its last bytes, and io.ErrUnexpectedEOF when the connection ends
+// first.
+func (b *h1Body) readFixed(p []byte) (int, error) {
+	if int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.pc.br.Read(p)
+	b.remain -= int64(n)
+	switch {
+	case b.remain == 0:
+		return n, io.EOF
+	case err == io.EOF: //nolint:errorlint // bufio returns io.EOF unwrapped
+		return n, io.ErrUnexpectedEOF
 	}
 	return n, err
 }
