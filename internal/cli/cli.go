@@ -92,6 +92,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer daemon.TuneGC(daemon.DefaultGCHeadroom)()
 
 	d, err := daemon.New(ctx, daemon.Options{ConfigPath: *cfgPath, Stdout: stdout, Stderr: stderr})
 	if err != nil {
