@@ -94,11 +94,19 @@ func (t *gcTuner) stop() {
 	}
 }
 
+// gcHeapMinimum is the runtime's least heap goal at GOGC=100; it scales
+// with the GC percentage.
+const gcHeapMinimum = 4 << 20
+
 // gcPercentFor is the GC percentage that lets the heap grow by at least
 // headroom over a base (live heap, stacks and globals) of live bytes,
-// within [100, maxGCPercent].
+// within [100, maxGCPercent]. The heap goal is the larger of the live heap
+// plus that percentage of the base, and gcHeapMinimum scaled by it: a base
+// below gcHeapMinimum counts as gcHeapMinimum, or a small heap would get
+// a goal many times the headroom.
 func gcPercentFor(live, headroom uint64) int {
-	if live == 0 || headroom/live >= maxGCPercent/100 {
+	live = max(live, gcHeapMinimum)
+	if headroom/live >= maxGCPercent/100 {
 		return maxGCPercent
 	}
 	p := int((headroom*100 + live - 1) / live)

@@ -84,10 +84,10 @@ func TestGCPercentFor(t *testing.T) {
 		live, headroom uint64
 		want           int
 	}{
-		{0, 16 << 20, maxGCPercent},
-		{1 << 20, 16 << 20, 1600},
+		{0, 16 << 20, 400}, // the heap minimum, scaled, is the headroom
+		{1 << 20, 16 << 20, 400},
 		{4 << 20, 16 << 20, 400},
-		{3 << 20, 16 << 20, 534}, // rounded up: at least the headroom
+		{6 << 20, 16 << 20, 267}, // rounded up: at least the headroom
 		{16 << 20, 16 << 20, 100},
 		{64 << 20, 16 << 20, 100},
 		{1, 1 << 40, maxGCPercent},
