@@ -177,6 +177,15 @@ type limitConn struct {
 	wmu   sync.Mutex
 	user  time.Time // deadline set through SetWriteDeadline/SetDeadline
 	armed time.Time // deadline in force on the socket; zero: none
+
+	// The read deadline reaches the socket when a Read starts, or at once
+	// while one is under way: net/http moves it five times per request
+	// (header, body, background read, its abort, idle), mostly with no
+	// Read in between, and each move on the socket is a timer update.
+	rmu     sync.Mutex
+	rwant   time.Time // read deadline asked for
+	rarmed  time.Time // read deadline on the socket
+	reading int       // Reads under way
 }
 
 func (c *limitConn) Write(p []byte) (int, error) {
@@ -200,17 +209,49 @@ func (c *limitConn) Write(p []byte) (int, error) {
 }
 
 func (c *limitConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	c.rmu.Lock()
+	c.reading++
+	var derr error
+	if !c.rwant.Equal(c.rarmed) {
+		c.rarmed = c.rwant
+		derr = c.Conn.SetReadDeadline(c.rwant)
+	}
+	c.rmu.Unlock()
+	var n int
+	err := derr
+	if err == nil {
+		n, err = c.Conn.Read(p)
+	}
+	c.rmu.Lock()
+	c.reading--
+	c.rmu.Unlock()
 	if err != nil && isTimeout(err) {
 		c.m.readTimeout.Inc()
 	}
 	return n, err
 }
 
+func (c *limitConn) SetReadDeadline(t time.Time) error {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rwant = t
+	if c.reading == 0 {
+		return nil // the next Read applies it
+	}
+	c.rarmed = t
+	return c.Conn.SetReadDeadline(t)
+}
+
 func (c *limitConn) SetWriteDeadline(t time.Time) error {
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if t.IsZero() && c.user.IsZero() && c.idle > 0 {
+		// No deadline of the caller's before or after: the write-idle
+		// one stays armed (net/http clears the deadline after every
+		// response, and the next Write would only arm it again).
+		return nil
+	}
 	c.user, c.armed = t, t
-	c.wmu.Unlock()
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -218,6 +259,9 @@ func (c *limitConn) SetDeadline(t time.Time) error {
 	c.wmu.Lock()
 	c.user, c.armed = t, t
 	c.wmu.Unlock()
+	c.rmu.Lock()
+	c.rwant, c.rarmed = t, t
+	c.rmu.Unlock()
 	return c.Conn.SetDeadline(t)
 }
 

@@ -217,3 +217,106 @@ func TestHeaderCountLimit(t *testing.T) {
 		t.Errorf("got header_count rejections %v, want 1", got)
 	}
 }
+
+// tcpPair is a connected loopback pair: the server side wrapped as admit
+// wraps it, and the client side.
+func tcpPair(t *testing.T) (*limitConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client := dial(t, ln.Addr().String())
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := &limitConn{Conn: sc, adm: new(admission), m: m.forListener("test"), idle: time.Minute}
+	t.Cleanup(func() { lc.Close() })
+	return lc, client
+}
+
+func isTimeoutErr(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// TestLimitConnReadDeadline: read deadlines reach the socket when a Read
+// starts, or at once during one; either way every Read sees the last one
+// set.
+func TestLimitConnReadDeadline(t *testing.T) {
+	lc, client := tcpPair(t)
+	buf := make([]byte, 8)
+
+	// A past deadline fails the next Read.
+	lc.SetReadDeadline(time.Unix(1, 0))
+	if _, err := lc.Read(buf); !isTimeoutErr(err) {
+		t.Fatalf("read after a past deadline: got %v, want a timeout", err)
+	}
+
+	// Cleared again before any Read: the Read waits for data.
+	lc.SetReadDeadline(time.Unix(1, 0))
+	lc.SetReadDeadline(time.Time{})
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		client.Write([]byte("x"))
+	}()
+	if n, err := lc.Read(buf); n != 1 || err != nil {
+		t.Fatalf("read after the deadline was cleared: got %d, %v, want 1 byte", n, err)
+	}
+
+	// A deadline moved to the past during a Read ends it (net/http's
+	// abortPendingRead).
+	errc := make(chan error, 1)
+	go func() {
+		_, err := lc.Read(buf)
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	lc.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case err := <-errc:
+		if !isTimeoutErr(err) {
+			t.Fatalf("aborted read: got %v, want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a deadline set during a Read did not end it")
+	}
+
+	// A near deadline set before the Read bounds it.
+	lc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := lc.Read(buf); !isTimeoutErr(err) {
+		t.Fatalf("read with a near deadline: got %v, want a timeout", err)
+	}
+}
+
+// TestLimitConnWriteDeadlineCleared: clearing the write deadline when none
+// was set keeps the write-idle deadline; clearing one that was set removes
+// it, leaving write-idle to the next Write.
+func TestLimitConnWriteDeadlineCleared(t *testing.T) {
+	lc, _ := tcpPair(t)
+	if _, err := lc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	armed := lc.armed
+	if armed.IsZero() {
+		t.Fatal("write-idle deadline not armed by a Write")
+	}
+	lc.SetWriteDeadline(time.Time{})
+	if !lc.armed.Equal(armed) {
+		t.Errorf("clearing no deadline: armed %v, want the write-idle %v kept", lc.armed, armed)
+	}
+	lc.SetWriteDeadline(time.Unix(1, 0))
+	if _, err := lc.Write([]byte("x")); !isTimeoutErr(err) {
+		t.Fatalf("write after a past deadline: got %v, want a timeout", err)
+	}
+	lc.SetWriteDeadline(time.Time{})
+	if _, err := lc.Write([]byte("x")); err != nil {
+		t.Fatalf("write after the deadline was cleared: %v", err)
+	}
+}
