@@ -34,20 +34,10 @@ var commonResponseFields = func() map[string]string {
 	m := make(map[string]string, 2*len(names))
 	for _, n := range names {
 		m[n] = n
-		m[lowerASCII(n)] = n
+		m[strings.ToLower(n)] = n
 	}
 	return m
 }()
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
 
 // readSimpleResponse reads a response head of the simple shape from br,
 // reading more into br's buffer as needed. It returns ok false, having
