@@ -152,10 +152,18 @@ type reqState struct {
 	upstream string
 	region   string
 	decision balance.Decision
-	energy   float64 // estimated joules (carbon.go)
-	avoided  float64 // estimated grams avoided (carbon.go)
-	timer    *time.Timer
-	status   int // set by the error handler when nothing is written (499)
+	energy   float64     // estimated joules (carbon.go)
+	avoided  float64     // estimated grams avoided (carbon.go)
+	timer    *routeTimer // kept when st goes back to the pool
+	status   int         // set by the error handler when nothing is written (499)
+}
+
+// stopTimer stops the route timer, if armed, and gives it up when it may
+// still fire.
+func (st *reqState) stopTimer() {
+	if st.timer != nil && !st.timer.disarm() {
+		st.timer = nil
+	}
 }
 
 type stateKey struct{}
@@ -173,7 +181,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := getRecorder(w)
 	defer putRecorder(rec)
 	st := statePool.Get().(*reqState)
-	*st = reqState{listener: &h.l}
+	*st = reqState{listener: &h.l, timer: st.timer}
 	defer statePool.Put(st)
 
 	jobs := p.jobs != nil && strings.HasPrefix(r.URL.Path, p.jobsPath)
@@ -199,17 +207,18 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Deferred (202) or refused (400, 413, 503) by the route's hook.
 	default:
 		rt := st.route
-		ctx := context.WithValue(r.Context(), stateKey{}, st)
+		rc := newReqContext(r.Context(), st)
 		if rt.Timeout > 0 {
-			var cancel context.CancelCauseFunc
-			ctx, cancel = context.WithCancelCause(ctx)
-			st.timer = time.AfterFunc(rt.Timeout, func() { cancel(errRouteTimeout) })
-			defer func() {
-				st.timer.Stop()
-				cancel(nil)
-			}()
+			if st.timer == nil {
+				st.timer = new(routeTimer)
+			}
+			st.timer.arm(rc, rt.Timeout)
 		}
-		rt.rp.ServeHTTP(rec, r.WithContext(ctx))
+		defer func() {
+			st.stopTimer()
+			rc.finish()
+		}()
+		rt.rp.ServeHTTP(rec, r.WithContext(rc))
 	}
 	status := rec.status
 	if st.status != 0 {
@@ -403,9 +412,13 @@ func setForwarded(pr *httputil.ProxyRequest, l *Listener) {
 			host = v
 		}
 	}
-	h.Set("X-Forwarded-For", clientIP)
-	h.Set("X-Forwarded-Proto", proto)
-	h.Set("X-Forwarded-Host", host)
+	// One allocation for the three values; each slice is capped so that an
+	// append to one cannot write into the next.
+	vals := [...]string{clientIP, proto, host}
+	v := vals[:]
+	h["X-Forwarded-For"] = v[0:1:1]
+	h["X-Forwarded-Proto"] = v[1:2:2]
+	h["X-Forwarded-Host"] = v[2:3:3]
 }
 
 func trusted(ip string, nets []netip.Prefix) bool {

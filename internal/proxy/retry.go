@@ -318,9 +318,7 @@ type tryResult struct {
 // finish ends the route timer once response headers are in (the body may
 // then take as long as it needs) and hands the result to ReverseProxy.
 func (t *pickTransport) finish(st *reqState, r tryResult) (*http.Response, error) {
-	if st.timer != nil {
-		st.timer.Stop()
-	}
+	st.stopTimer()
 	return r.resp, r.err
 }
 

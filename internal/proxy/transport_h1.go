@@ -448,16 +448,10 @@ func (pc *h1Conn) alive() bool {
 // roundTrip sends req on pc and reads the response head. On error pc is
 // closed.
 func (pc *h1Conn) roundTrip(ctx context.Context, req *http.Request, hasBody bool) (*http.Response, error) {
-	var stop func() bool
-	if ctx.Done() != nil {
-		conn := pc.conn
-		stop = context.AfterFunc(ctx, func() { conn.Close() })
-	}
+	stop := onCancel(ctx, pc.conn)
 	pc.nread = 0
 	fail := func(op string, err error) (*http.Response, error) {
-		if stop != nil {
-			stop()
-		}
+		stop.release()
 		pc.discard()
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
@@ -676,8 +670,8 @@ func (pc *h1Conn) readResponse(ctx context.Context, req *http.Request) (*http.Re
 // finish ends a request on pc: the connection goes back to the pool when
 // reuse holds, the request was fully written and the context did not close
 // it; otherwise it is closed.
-func (pc *h1Conn) finish(reuse, hasBody bool, stop func() bool) {
-	if stop != nil && !stop() {
+func (pc *h1Conn) finish(reuse, hasBody bool, stop cancelHook) {
+	if !stop.release() {
 		reuse = false // the context closed the connection
 	}
 	if reuse && hasBody {
@@ -723,7 +717,7 @@ type h1Body struct {
 	pc      *h1Conn
 	body    io.ReadCloser
 	remain  int64
-	stop    func() bool
+	stop    cancelHook
 	reuse   bool
 	hasBody bool
 	done    bool
@@ -777,7 +771,7 @@ func (b *h1Body) Close() error {
 // ReverseProxy wants it: read, write, close.
 type h1Upgraded struct {
 	pc     *h1Conn
-	stop   func() bool
+	stop   cancelHook
 	closed sync.Once
 }
 
@@ -786,9 +780,7 @@ func (u *h1Upgraded) Write(p []byte) (int, error) { return u.pc.conn.Write(p) }
 
 func (u *h1Upgraded) Close() error {
 	u.closed.Do(func() {
-		if u.stop != nil {
-			u.stop()
-		}
+		u.stop.release()
 		u.pc.discard()
 	})
 	return nil

@@ -320,3 +320,38 @@ func TestLimitConnWriteDeadlineCleared(t *testing.T) {
 		t.Fatalf("write after the deadline was cleared: %v", err)
 	}
 }
+
+// TestReadTimeoutsCountOnlyDeadlines checks that the read timeouts counted
+// are deadlines that passed, not net/http ending its background read of
+// each keep-alive request.
+func TestReadTimeoutsCountOnlyDeadlines(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	addr, m := startGuarded(t, Options{ReadHeaderTimeout: 200 * time.Millisecond}, h)
+	reads := func() float64 { return testutil.ToFloat64(m.timeouts.WithLabelValues("test", "read")) }
+
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	for i := range 50 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if got := reads(); got != 0 {
+		t.Fatalf("got %v read timeouts after 50 keep-alive requests, want 0", got)
+	}
+
+	slow := dial(t, addr)
+	io.WriteString(slow, "GET / HTTP/1.1\r\nHost: x\r\n")
+	closedWithin(t, slow, 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for reads() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the header timeout was not counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
