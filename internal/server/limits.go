@@ -305,6 +305,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				refuseFraming(w)
 				return
 			}
+			hc.mayHijack(r)
 		}
 	}
 	if r.Method == http.MethodOptions && r.RequestURI == "*" {
@@ -448,11 +449,14 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 // smuggling verdict), then applies the caller's ConnContext.
 func connContext(next func(context.Context, net.Conn) context.Context) func(context.Context, net.Conn) context.Context {
 	return func(ctx context.Context, c net.Conn) context.Context {
-		switch hc := c.(type) {
-		case *h1Conn:
+		hc, _ := c.(*h1Conn)
+		if tc, ok := c.(*tlsH1Conn); ok {
+			hc = tc.h1Conn
+		}
+		if hc != nil {
+			// The connection's own cancellation, for its watch (bgread.go).
 			ctx = context.WithValue(ctx, connKey{}, hc)
-		case *tlsH1Conn:
-			ctx = context.WithValue(ctx, connKey{}, hc.h1Conn)
+			ctx, hc.bg.cancel = context.WithCancelCause(ctx)
 		}
 		if next != nil {
 			ctx = next(ctx, c)

@@ -116,6 +116,7 @@ type h1Scanner struct {
 	qHead int
 	qLen  int
 	desyn bool
+	heads int // request heads ended so far
 }
 
 // scan consumes p.
@@ -338,6 +339,7 @@ func (s *h1Scanner) endHead() {
 		f |= smugDesync
 	}
 	s.push(f)
+	s.heads++
 	switch {
 	case s.teCount > 0 && !s.http10:
 		s.st = stChunkSize
@@ -410,14 +412,25 @@ type h1Conn struct {
 	mu  sync.Mutex
 	s   h1Scanner
 	off bool // HTTP/2 took the connection over
+
+	bg bgRead // net/http's background read, answered lazily (bgread.go)
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.bg.special.Load() {
+		if n, err, done := c.specialRead(p); done {
+			return n, err
+		}
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.mu.Lock()
 		if !c.off {
+			heads := c.s.heads
 			c.s.scan(p[:n])
+			if c.s.heads != heads {
+				c.headRead()
+			}
 		}
 		c.mu.Unlock()
 	}
@@ -435,5 +448,7 @@ func (c *h1Conn) verdict() uint8 {
 func (c *h1Conn) stop() {
 	c.mu.Lock()
 	c.off = true
+	c.bg.armed = false // nor a background read to answer
+	c.bg.update()
 	c.mu.Unlock()
 }
