@@ -251,6 +251,7 @@ type h2Conn struct {
 	peerWindow     int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMaxFrame   uint32 // the client's SETTINGS_MAX_FRAME_SIZE
 	goingAway      bool   // GOAWAY sent or received: new streams are ignored
+	closeWhenIdle  bool   // a GOAWAY was received, or ours is written: the last stream's end closes the connection
 	closed         bool
 	connRecvUsed   int32               // bytes received whose window was not yet returned
 	connReturn     int32               // bytes consumed, to return in the next connection WINDOW_UPDATE
@@ -376,7 +377,7 @@ func (c *h2Conn) process(f http2.Frame) error {
 		}
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
-		c.goingAway = true
+		c.goingAway, c.closeWhenIdle = true, true
 		c.mu.Unlock()
 	case *http2.PushPromiseFrame:
 		return connErr(http2.ErrCodeProtocol, "client sent PUSH_PROMISE")
@@ -452,7 +453,13 @@ func (c *h2Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.mu.Lock()
 	if st := c.streams[id]; st != nil {
+		closed := st.remoteClosed && st.localDone
 		c.mu.Unlock()
+		if closed {
+			// Both sides ended; the stream leaves the table a moment after
+			// its last frame, which the client may have seen already.
+			return connErr(http2.ErrCodeStreamClosed, "HEADERS on a closed stream")
+		}
 		return c.processTrailers(st, f)
 	}
 	if id <= c.maxClientID {
@@ -832,9 +839,14 @@ func (c *h2Conn) goAway(code http2.ErrCode, graceful bool) {
 	}
 	c.goingAway = true
 	last := c.maxClientID
-	idle := c.active == 0
 	c.mu.Unlock()
 	c.writeCtl(func() error { return c.fr.WriteGoAway(last, code, nil) })
+	// Only now may the last stream's end close the connection: before, it
+	// could close it under the GOAWAY.
+	c.mu.Lock()
+	c.closeWhenIdle = true
+	idle := c.active == 0
+	c.mu.Unlock()
 	if !graceful || idle {
 		c.nc.Close()
 	}

@@ -537,3 +537,39 @@ func BenchmarkH2Server(b *testing.B) {
 		})
 	}
 }
+
+// TestH2HeadersOnClosedStream sends HEADERS again on a stream whose answer
+// it has seen end: a connection error (RFC 9113 5.1), every time. The
+// stream leaves the server's table a moment after its last frame, and a
+// quick client used to meet it there and get a stream reset instead; or the
+// stream's end closed the connection under the GOAWAY being written.
+func TestH2HeadersOnClosedStream(t *testing.T) {
+	addr := startH2C(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), nil)
+	block := headerBlock(t, 0)
+	for i := range 100 {
+		c, fr := rawH2C(t, addr)
+		hp := http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true, EndHeaders: true}
+		if err := fr.WriteHeaders(hp); err != nil {
+			t.Fatal(err)
+		}
+		readUntil(t, c, fr, func(f http2.Frame) bool {
+			return f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream)
+		})
+		if err := fr.WriteHeaders(hp); err != nil {
+			t.Fatal(err)
+		}
+		f := readUntil(t, c, fr, func(f http2.Frame) bool {
+			switch f.(type) {
+			case *http2.GoAwayFrame, *http2.RSTStreamFrame:
+				return true
+			}
+			return false
+		})
+		if _, ok := f.(*http2.GoAwayFrame); !ok {
+			t.Fatalf("try %d: got %v, want a connection error (GOAWAY)", i, f)
+		}
+		c.Close()
+	}
+}

@@ -33,6 +33,7 @@ type h2Stream struct {
 	recvWindow   int32 // what the client may still send
 	recvUsed     int32 // consumed by the handler, not yet returned
 	remoteClosed bool  // the client ended its side
+	localDone    bool  // the handler returned: the final frames are going out
 	aborted      bool  // reset by either side, or the connection ended
 	abortErr     error
 
@@ -87,6 +88,7 @@ func (st *h2Stream) done() {
 	st.cancel(errH2StreamClosed)
 	c.mu.Lock()
 	aborted := st.aborted
+	st.localDone = true
 	c.mu.Unlock()
 	if !aborted {
 		st.finish()
@@ -103,8 +105,8 @@ func (st *h2Stream) done() {
 	st.aborted = true
 	c.active--
 	idle := c.active == 0
-	goingAway := c.goingAway
-	if idle && !goingAway {
+	closeNow := idle && c.closeWhenIdle
+	if idle && !c.goingAway {
 		c.armIdleLocked()
 	}
 	c.mu.Unlock()
@@ -116,7 +118,7 @@ func (st *h2Stream) done() {
 	if n := st.body.abort(errH2StreamClosed); n > 0 {
 		c.returnConnWindow(int32(n))
 	}
-	if idle && goingAway {
+	if closeNow {
 		c.nc.Close()
 	}
 }
