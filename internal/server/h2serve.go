@@ -494,7 +494,7 @@ func (c *h2Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st := &h2Stream{c: c, id: id, req: req, ctx: ctx, cancel: cancel}
-	st.body.cond = sync.NewCond(&st.body.mu)
+	st.body.cond.L = &st.body.mu
 	st.body.st = st
 	st.body.declared = req.ContentLength
 	if f.StreamEnded() {
@@ -574,9 +574,13 @@ func (c *h2Conn) newRequest(ctx context.Context, f *http2.MetaHeadersFrame) (*ht
 	if !httpguts.ValidHeaderFieldName(method) {
 		return nil, 0, errors.New("bad method")
 	}
-	h := make(http.Header, len(f.Fields))
+	regular := f.RegularFields()
+	h := make(http.Header, len(regular))
+	// The first value of each field comes from one array, capped so that
+	// a further value (or a handler's append) copies instead of overwriting.
+	vals := make([]string, 0, len(regular))
 	var cookies []string
-	for _, hf := range f.RegularFields() {
+	for _, hf := range regular {
 		for _, bad := range h2ConnHeaders {
 			if hf.Name == bad {
 				return nil, 0, errors.New("connection-specific header " + hf.Name)
@@ -590,7 +594,12 @@ func (c *h2Conn) newRequest(ctx context.Context, f *http2.MetaHeadersFrame) (*ht
 			continue
 		}
 		k := http.CanonicalHeaderKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, hf.Value)
+			continue
+		}
+		vals = append(vals, hf.Value)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if len(cookies) > 0 {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -571,5 +572,27 @@ func TestH2HeadersOnClosedStream(t *testing.T) {
 			t.Fatalf("try %d: got %v, want a connection error (GOAWAY)", i, f)
 		}
 		c.Close()
+	}
+}
+
+// TestH2RequestHeaderValues checks repeated fields and that the values,
+// which share one array, stay apart when a handler appends to one.
+func TestH2RequestHeaderValues(t *testing.T) {
+	got := make(chan string, 1)
+	addr := startH2C(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Add("X-B", "added")
+		r.Header["X-C"] = append(r.Header["X-C"], "appended")
+		got <- fmt.Sprint(r.Header["X-A"], r.Header["X-B"], r.Header["X-C"], r.Header["X-D"])
+	}), nil)
+	c, fr := rawH2C(t, addr)
+	block := encodeHeaders(t, "GET", "x-a", "1", "x-b", "2", "x-a", "3", "x-c", "4", "x-d", "5")
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if s := readStatus(t, c, fr, 1); s != "200" {
+		t.Fatalf("status %s", s)
+	}
+	if g, w := <-got, "[1 3] [2 added] [4 appended] [5]"; g != w {
+		t.Errorf("got %s, want %s", g, w)
 	}
 }

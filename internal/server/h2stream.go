@@ -44,13 +44,22 @@ type h2Stream struct {
 	status      int
 	wroteHeader bool
 	sentHeader  bool
-	buf         []byte
+	buf         []byte  // response bytes not yet framed, in *bufp
+	bufp        *[]byte // from chunkBufs, until the stream is done
 	written     int64
 	declared    int64           // Content-Length the handler set, or -1
 	noBody      bool            // HEAD, 204, 304
 	trailerKeys map[string]bool // declared in the Trailer header at WriteHeader
 	sent100     atomic.Bool     // the body may be read on another goroutine
 }
+
+// chunkBufs lends streams their response buffers, h2ChunkSize each: a
+// response's bytes wait there until a DATA frame is full or the response
+// ends, and a short response would otherwise allocate its own.
+var chunkBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, h2ChunkSize)
+	return &b
+}}
 
 func (st *h2Stream) run(status int) {
 	panicked := true
@@ -92,6 +101,10 @@ func (st *h2Stream) done() {
 	c.mu.Unlock()
 	if !aborted {
 		st.finish()
+	}
+	if st.bufp != nil {
+		chunkBufs.Put(st.bufp)
+		st.bufp, st.buf = nil, nil
 	}
 	c.mu.Lock()
 	aborted = st.aborted
@@ -216,6 +229,10 @@ func (st *h2Stream) Write(p []byte) (int, error) {
 				return n - len(p), err
 			}
 			return n, nil
+		}
+		if st.bufp == nil {
+			st.bufp = chunkBufs.Get().(*[]byte)
+			st.buf = (*st.bufp)[:0]
 		}
 		k := min(len(p), h2ChunkSize-len(st.buf))
 		st.buf = append(st.buf, p[:k]...)
@@ -536,7 +553,7 @@ func (c *h2Conn) failLocked(err error) {
 type h2Body struct {
 	st       *h2Stream
 	mu       sync.Mutex
-	cond     *sync.Cond
+	cond     sync.Cond // L is &mu
 	buf      bytes.Buffer
 	err      error // io.EOF once complete, or why the stream ended
 	declared int64 // content-length, or -1
