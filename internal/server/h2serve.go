@@ -50,7 +50,10 @@ type h2Server struct {
 	// (the listener's write_idle; 0 or less: no bound). onStall counts it.
 	stallTimeout time.Duration
 	onStall      func()
-	log          *slog.Logger
+	// onReadTimeout and onWriteTimeout count a request body not complete
+	// within readTimeout and a response not complete within writeTimeout.
+	onReadTimeout, onWriteTimeout func()
+	log                           *slog.Logger
 
 	mu       sync.Mutex
 	conns    map[*h2Conn]struct{}
@@ -514,11 +517,18 @@ func (c *h2Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 	if d := c.srv.readTimeout; d > 0 && !f.StreamEnded() {
 		st.readTimer = time.AfterFunc(d, func() {
-			st.body.fail(fmt.Errorf("http2: request body not complete within %v: %w", d, os.ErrDeadlineExceeded))
+			if st.body.fail(fmt.Errorf("http2: request body not complete within %v: %w", d, os.ErrDeadlineExceeded)) && c.srv.onReadTimeout != nil {
+				c.srv.onReadTimeout()
+			}
 		})
 	}
 	if d := c.srv.writeTimeout; d > 0 {
-		st.writeTimer = time.AfterFunc(d, func() { c.resetStream(id, http2.ErrCodeInternal) })
+		st.writeTimer = time.AfterFunc(d, func() {
+			if c.srv.onWriteTimeout != nil {
+				c.srv.onWriteTimeout()
+			}
+			c.resetStream(id, http2.ErrCodeInternal)
+		})
 	}
 	c.srv.dispatch(h2Job{st: st, status: status})
 	return nil

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -594,5 +595,33 @@ func TestH2RequestHeaderValues(t *testing.T) {
 	}
 	if g, w := <-got, "[1 3] [2 added] [4 appended] [5]"; g != w {
 		t.Errorf("got %s, want %s", g, w)
+	}
+}
+
+// TestH2TimeoutsCounted checks that HTTP/2 request bodies cut by the read
+// timeout and responses cut by the write timeout are counted.
+func TestH2TimeoutsCounted(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			io.ReadAll(r.Body)
+			return
+		}
+		<-r.Context().Done() // never answers: the write timeout resets it
+	})
+	o := Options{Protocols: []string{"h1", "h2c"}, ReadTimeout: 100 * time.Millisecond, WriteTimeout: 300 * time.Millisecond}
+	addr, m := startGuarded(t, o, h)
+	count := func(dir string) float64 { return testutil.ToFloat64(m.timeouts.WithLabelValues("test", dir)) }
+	c, fr := rawH2C(t, addr)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true, BlockFragment: encodeHeaders(t, "POST")})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, EndHeaders: true, EndStream: true, BlockFragment: encodeHeaders(t, "GET")})
+	if code := readReset(t, c, fr, 3); code != http2.ErrCodeInternal {
+		t.Fatalf("unanswered stream: got RST_STREAM %v, want INTERNAL_ERROR", code)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for count("read") < 1 || count("write") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("got read %v, write %v timeouts, want 1 each", count("read"), count("write"))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -666,14 +666,17 @@ func (b *h2Body) Close() error {
 	return nil
 }
 
-// fail ends a body that is not yet complete with err (the read timeout).
-func (b *h2Body) fail(err error) {
+// fail ends a body that is not yet complete with err (the read timeout),
+// and reports whether it did.
+func (b *h2Body) fail(err error) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.err == nil {
-		b.err = err
-		b.cond.Broadcast()
+	if b.err != nil {
+		return false
 	}
+	b.err = err
+	b.cond.Broadcast()
+	return true
 }
 
 // abort ends the body with err and reports how many unread bytes it

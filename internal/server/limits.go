@@ -402,6 +402,8 @@ func (s *Server) setupHTTP2(g *generation, o Options) {
 		writeTimeout:   o.WriteTimeout,
 		stallTimeout:   o.Limits.WriteIdleTimeout,
 		onStall:        s.metrics.writeTimeout.Inc,
+		onReadTimeout:  s.metrics.readTimeout.Inc,
+		onWriteTimeout: s.metrics.writeTimeout.Inc,
 		log:            s.log,
 	}
 	g.srv.RegisterOnShutdown(own.Shutdown)
