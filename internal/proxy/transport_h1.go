@@ -347,7 +347,7 @@ func (t *H1Transport) sweepIdle() {
 	now := time.Now()
 	var old []*h1Conn
 	next := time.Duration(0)
-	for _, h := range t.hosts {
+	for addr, h := range t.hosts {
 		keep := h.idle[:0]
 		for _, pc := range h.idle {
 			if age := now.Sub(pc.idleAt); age >= t.idleTimeout {
@@ -363,6 +363,9 @@ func (t *H1Transport) sweepIdle() {
 		clear(h.idle[len(keep):])
 		h.idle = keep
 		t.grantLocked(h)
+		if h.open == 0 && len(h.waiters) == 0 {
+			delete(t.hosts, addr) // nothing left of it: an endpoint gone stays gone
+		}
 	}
 	if next > 0 {
 		t.sweep.Reset(next)
