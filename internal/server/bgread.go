@@ -60,6 +60,38 @@ type bgRead struct {
 	b      byte  //
 	err    error // the watch's read error, for every later Read
 	cancel context.CancelCauseFunc
+
+	// deadline is the read deadline last set through the h1Conn (UnixNano,
+	// 0: none), which a watch cut short puts back.
+	deadline atomic.Int64
+}
+
+// SetReadDeadline sets the read deadline and remembers it for a watch cut
+// short to put back.
+func (c *h1Conn) SetReadDeadline(t time.Time) error {
+	c.bg.remember(t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *h1Conn) SetDeadline(t time.Time) error {
+	c.bg.remember(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (b *bgRead) remember(t time.Time) {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	b.deadline.Store(ns)
+}
+
+func (b *bgRead) lastDeadline() time.Time {
+	if ns := b.deadline.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 func (b *bgRead) update() { b.special.Store(b.armed || b.answered || b.has || b.err != nil) }
@@ -109,7 +141,9 @@ func (c *h1Conn) specialRead(p []byte) (n int, err error, done bool) {
 			c.mu.Unlock()
 			c.Conn.SetReadDeadline(aLongTimeAgo)
 			<-end
-			c.Conn.SetReadDeadline(time.Time{})
+			// Put back the deadline net/http set for this Read (idle or
+			// header timeout).
+			c.Conn.SetReadDeadline(b.lastDeadline())
 			c.mu.Lock()
 			b.aborting = false
 		}

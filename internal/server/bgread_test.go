@@ -217,3 +217,34 @@ func TestBackgroundReadAnswer(t *testing.T) {
 		}
 	})
 }
+
+// TestWatchKeepsIdleTimeout checks that a watch cut short by the next
+// request's read leaves that read the deadline net/http gave it: an idle
+// keep-alive connection is still closed after a watched request.
+func TestWatchKeepsIdleTimeout(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(4 * bgWatchDelay)
+		io.WriteString(w, "ok")
+	})
+	addr, _ := startGuarded(t, Options{IdleTimeout: 300 * time.Millisecond}, h)
+	c := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("got a byte from an idle connection")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("idle connection still open after 5s")
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("closed after %v, want about the idle timeout (300ms)", d)
+	}
+}
