@@ -96,9 +96,7 @@ func (rc *reqContext) end(cause error) {
 	rc.hooks = nil
 	rc.mu.Unlock()
 	for _, h := range hooks {
-		if h.c != nil {
-			go h.c.Close()
-		}
+		go h.c.Close()
 	}
 }
 

@@ -181,13 +181,7 @@ func (c *h1Conn) watch() {
 	c.mu.Lock()
 	if n == 1 {
 		b.has, b.b = true, buf[0]
-		if !c.off {
-			heads := c.s.heads
-			c.s.scan(buf[:1])
-			if c.s.heads != heads {
-				c.headRead()
-			}
-		}
+		c.scanLocked(buf[:1])
 	}
 	var cancel context.CancelCauseFunc
 	if err != nil && !(b.aborting && isTimeout(err)) {

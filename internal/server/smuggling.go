@@ -425,16 +425,24 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.mu.Lock()
-		if !c.off {
-			heads := c.s.heads
-			c.s.scan(p[:n])
-			if c.s.heads != heads {
-				c.headRead()
-			}
-		}
+		c.scanLocked(p[:n])
 		c.mu.Unlock()
 	}
 	return n, err
+}
+
+// scanLocked passes p through the scanner, unless HTTP/2 took the
+// connection over, and arms the background read answer when a request
+// head ends. c.mu is held.
+func (c *h1Conn) scanLocked(p []byte) {
+	if c.off {
+		return
+	}
+	heads := c.s.heads
+	c.s.scan(p)
+	if c.s.heads != heads {
+		c.headRead()
+	}
 }
 
 // verdict returns the flags of the next request's head.
